@@ -1,0 +1,195 @@
+# Copyright the Distill-MOS for Hugging Face contributors (MIT licence).
+"""Feature extractor for Distill-MOS: validates, converts, resamples and pads raw waveforms."""
+
+import functools
+import warnings
+
+import numpy as np
+import torch
+from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.utils import PaddingStrategy, TensorType
+
+# Full scale of integer PCM, as decoders (soundfile, torchaudio) map it to [-1, 1).
+_PCM_SCALE = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig_freq: int, new_freq: int):
+    import torchaudio  # imported lazily: 16 kHz input never needs it
+
+    # Default arguments, exactly as the original CLI's `torchaudio.transforms.Resample(sr, 16000)`.
+    return torchaudio.transforms.Resample(orig_freq, new_freq)
+
+
+def resample(waveform: np.ndarray, orig_freq: int, new_freq: int) -> np.ndarray:
+    """Resample a float32 mono waveform (samples,) with torchaudio's sinc interpolation (the original's choice)."""
+    if orig_freq == new_freq:
+        return waveform
+    with torch.inference_mode():
+        return _resampler(orig_freq, new_freq)(torch.from_numpy(waveform)[None])[0].numpy()
+
+
+def check_sampling_rate(sampling_rate) -> int:
+    """Returns `sampling_rate` as a positive int, or raises a ValueError that says what is wrong."""
+    if sampling_rate is None:
+        raise ValueError(
+            "sampling_rate is required: pass the rate the audio was recorded at, e.g. sampling_rate=16000 "
+            "(audio at other rates is resampled to 16 kHz)."
+        )
+    if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, float, np.integer, np.floating)):
+        raise ValueError(f"sampling_rate must be a number of samples per second, got {sampling_rate!r}.")
+    if not np.isfinite(sampling_rate) or sampling_rate <= 0 or int(sampling_rate) != sampling_rate:
+        raise ValueError(f"sampling_rate must be a positive whole number of Hz, got {sampling_rate!r}.")
+    return int(sampling_rate)
+
+
+def to_float_waveform(clip, name: str = "the clip") -> np.ndarray:
+    """
+    Converts one mono clip (numpy array, torch tensor or list of numbers; float, or integer PCM) to a float32 numpy
+    array of shape (samples,) in [-1, 1], rejecting input that would give a meaningless score.
+    """
+    if isinstance(clip, torch.Tensor):
+        clip = clip.detach().cpu()
+        clip = clip.float().numpy() if clip.dtype in (torch.bfloat16, torch.float16) else clip.numpy()
+    elif isinstance(clip, (list, tuple)):
+        clip = np.asarray(clip)
+        if clip.dtype.kind in "iub":  # Python ints carry no bit depth, so their scale cannot be known
+            raise ValueError(
+                f"{name} is a list of integers, whose bit depth is unknown; pass a numpy array of dtype int16 or "
+                "int32 (integer PCM) or of floats in [-1, 1]."
+            )
+    elif not isinstance(clip, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, a torch tensor or a list of numbers, got {type(clip).__name__}.")
+
+    if clip.ndim != 1:
+        hint = (
+            " For multi-channel audio pick one channel (x[0]) or average them (x.mean(axis=0)); "
+            "for a batch pass a list of 1-D clips."
+            if clip.ndim == 2
+            else ""
+        )
+        raise ValueError(f"{name} must be a 1-D mono waveform, got an array of shape {clip.shape}.{hint}")
+    if clip.size == 0:
+        raise ValueError(f"{name} is empty (0 samples): there is no audio to score.")
+
+    if clip.dtype.kind == "f":
+        waveform = clip.astype(np.float32, copy=False)
+    elif clip.dtype in _PCM_SCALE:
+        waveform = (clip.astype(np.float32) / _PCM_SCALE[clip.dtype]).astype(np.float32)
+    elif clip.dtype == np.uint8:  # 8-bit PCM is unsigned, centred at 128
+        waveform = (clip.astype(np.float32) - 128.0) / 128.0
+    else:
+        raise ValueError(
+            f"{name} has unsupported sample type {clip.dtype}; use float (16, 32 or 64 bit) in [-1, 1] "
+            "or integer PCM (uint8, int8, int16, int32)."
+        )
+
+    finite = np.isfinite(waveform)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"{name} contains {bad.size} NaN or infinite sample(s) (first at sample {bad[0]}); "
+            "the score would be meaningless. Repair or drop the clip."
+        )
+    return waveform
+
+
+class DistillMOSFeatureExtractor(SequenceFeatureExtractor):
+    r"""
+    Prepares raw speech for [`DistillMOSModel`]: one clip or a list of clips of any lengths (numpy arrays, torch
+    tensors or lists; float in [-1, 1], or integer PCM), validated, converted to float32, resampled to 16 kHz and
+    right-padded with zeros into `input_values` of shape `(batch, samples)` with an `attention_mask`.
+
+    Audio at another rate is resampled with `torchaudio.transforms.Resample(sampling_rate, 16000)`, as the original
+    `distillmos` command line tool does, so that scores match it; set `resample=False` to refuse such audio instead.
+    The model peak-normalizes each window itself, so no normalization happens here.
+
+    Args:
+        feature_size (`int`, defaults to 1): values per time step (mono).
+        sampling_rate (`int`, defaults to 16000): the model's rate, in Hz.
+        padding_value (`float`, defaults to 0.0): value of padded samples (the model expects zeros).
+        return_attention_mask (`bool`, defaults to `True`): whether to return the attention mask; the model needs it
+            for batches of clips of different lengths.
+        resample (`bool`, defaults to `True`): resample audio at other rates; if False such audio raises a ValueError.
+    """
+
+    model_input_names = ["input_values", "attention_mask"]
+
+    def __init__(
+        self,
+        feature_size: int = 1,
+        sampling_rate: int = 16000,
+        padding_value: float = 0.0,
+        return_attention_mask: bool = True,
+        resample: bool = True,
+        **kwargs,
+    ):
+        super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value, **kwargs)
+        self.return_attention_mask = return_attention_mask
+        self.resample = resample
+
+    def __call__(
+        self,
+        raw_speech,
+        sampling_rate: int | None = None,
+        padding: bool | str | PaddingStrategy = True,
+        return_tensors: str | TensorType | None = None,
+        return_attention_mask: bool | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """
+        Args:
+            raw_speech (`np.ndarray`, `torch.Tensor`, `list[float]`, or a list of those): one mono clip of shape
+                `(samples,)` or a list of clips. A 2-D array is refused rather than guessed at: pass a list of clips
+                for a batch, or pick a channel of multi-channel audio.
+            sampling_rate (`int`): rate of `raw_speech` in Hz (required; all clips share it).
+            padding (`bool` or `str`, defaults to `True`): pad to the longest clip (`True`/`"longest"`), or as
+                [`~SequenceFeatureExtractor.pad`] accepts.
+            return_tensors (`str`, *optional*): `"pt"` for PyTorch tensors, `"np"` for numpy arrays.
+            return_attention_mask (`bool`, *optional*): defaults to `self.return_attention_mask`.
+
+        Returns:
+            [`BatchFeature`] with `input_values` `(batch, samples)` float32 at 16 kHz and `attention_mask`
+            `(batch, samples)` int32.
+        """
+        sampling_rate = check_sampling_rate(sampling_rate)
+        if sampling_rate != self.sampling_rate and not self.resample:
+            raise ValueError(
+                f"The audio is at {sampling_rate} Hz but the model expects {self.sampling_rate} Hz and resampling is "
+                "off (resample=False)."
+            )
+
+        is_batch = isinstance(raw_speech, (list, tuple)) and len(raw_speech) > 0 and not np.isscalar(raw_speech[0])
+        clips = list(raw_speech) if is_batch else [raw_speech]
+        if len(clips) == 0 or (isinstance(raw_speech, (list, tuple)) and len(raw_speech) == 0):
+            raise ValueError("No audio given: raw_speech is an empty list.")
+
+        waveforms = []
+        for index, clip in enumerate(clips):
+            name = f"clip {index}" if is_batch else "the clip"
+            waveform = resample(to_float_waveform(clip, name), sampling_rate, self.sampling_rate)
+            if not waveform.any():
+                warnings.warn(
+                    f"{name} is silent (all samples are zero); its score is finite but says nothing about speech.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            waveforms.append(waveform)
+
+        padded = self.pad(
+            BatchFeature({"input_values": waveforms}),
+            padding=padding,
+            return_attention_mask=self.return_attention_mask if return_attention_mask is None else return_attention_mask,
+            **kwargs,
+        )
+        if len({len(values) for values in padded["input_values"]}) == 1:  # else padding=False kept ragged clips
+            padded["input_values"] = np.asarray(padded["input_values"], dtype=np.float32)
+            if padded.get("attention_mask") is not None:
+                padded["attention_mask"] = np.asarray(padded["attention_mask"], dtype=np.int32)
+        if return_tensors is not None:
+            padded = padded.convert_to_tensors(return_tensors)
+        return padded
+
+
+__all__ = ["DistillMOSFeatureExtractor"]

@@ -1,0 +1,372 @@
+# Copyright (c) Microsoft Corporation (original Distill-MOS architecture and weights, MIT licence).
+# Copyright the Distill-MOS for Hugging Face contributors (this port, MIT licence).
+"""PyTorch Distill-MOS: a compact speech-quality (MOS) estimator, ported from PyPI `distillmos` 0.9.1."""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
+
+try:
+    from .configuration_distillmos import DistillMOSConfig
+except ImportError:  # installed as top-level modules rather than loaded as Hub remote code
+    from configuration_distillmos import DistillMOSConfig
+
+
+@dataclass
+class DistillMOSOutput(ModelOutput):
+    """
+    Output of [`DistillMOSModel`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): mean squared error against `labels`, when given.
+        mos (`torch.FloatTensor` of shape `(batch,)`): predicted mean opinion score of each clip, 1 (bad) to 5
+            (excellent): the mean of its windows' scores.
+        window_scores (`torch.FloatTensor` of shape `(batch, max_windows)`): score of each analysis window, NaN past
+            a clip's last window.
+        window_start_times (`torch.FloatTensor` of shape `(batch, max_windows)`): start of each window in seconds from
+            the beginning of the clip, NaN past a clip's last window.
+        window_mask (`torch.BoolTensor` of shape `(batch, max_windows)`): True where a window exists.
+    """
+
+    loss: torch.FloatTensor | None = None
+    mos: torch.FloatTensor | None = None
+    window_scores: torch.FloatTensor | None = None
+    window_start_times: torch.FloatTensor | None = None
+    window_mask: torch.BoolTensor | None = None
+
+
+def plan_windows(num_samples: int, window_length: int, max_hop: int) -> list[int]:
+    """
+    Start samples of the analysis windows of a clip of `num_samples` samples, exactly as the original release:
+    one window (zero-padded) for short input; otherwise windows spread evenly from the first to the last sample,
+    at most `max_hop` samples apart.
+    """
+    overlength = max(num_samples - window_length, 0)
+    num_windows = int(np.ceil(overlength / max_hop)) + 1
+    # np.linspace and int() truncation reproduce the original's float64 arithmetic bit for bit.
+    return [int(c * overlength) for c in np.linspace(0, 1, num_windows)]
+
+
+class DistillMOSSpectrogram(nn.Module):
+    """Peak-normalized waveform windows -> magnitude-compressed complex spectrogram (real and imaginary channels)."""
+
+    def __init__(self, config: DistillMOSConfig):
+        super().__init__()
+        self.window_length = config.stft_window_length
+        self.hop_length = config.stft_hop_length
+        self.compression = config.magnitude_compression
+        self.floor = config.magnitude_floor
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """(num_windows, samples) -> (num_windows, 2, frequency_bins, frames)."""
+        pad = (self.window_length - self.hop_length) // 2
+        padded = F.pad(windows, (pad, pad), mode="reflect")
+        spectrum = torch.stft(
+            padded,
+            n_fft=self.window_length,
+            hop_length=self.hop_length,
+            win_length=self.window_length,
+            window=torch.hann_window(self.window_length, device=windows.device, dtype=windows.dtype),
+            center=False,
+            return_complex=True,
+        )
+        spectrum = torch.view_as_real(spectrum)
+        magnitude = torch.clamp(spectrum.pow(2).sum(dim=-1, keepdim=True).sqrt(), min=self.floor)
+        compressed = magnitude**self.compression * spectrum / magnitude
+        return compressed.permute(0, 3, 1, 2)
+
+
+class DistillMOSConvLayer(nn.Module):
+    def __init__(self, config: DistillMOSConfig, layer_id: int):
+        super().__init__()
+        in_channels = 2 if layer_id == 0 else config.conv_dim[layer_id - 1]
+        self.conv = nn.Conv2d(
+            in_channels,
+            config.conv_dim[layer_id],
+            kernel_size=config.conv_kernel,
+            stride=(config.conv_frequency_stride[layer_id], config.conv_time_stride[layer_id]),
+            # time is padded so that only the strides shorten it; frequency is not padded
+            padding=(0, config.conv_kernel // 2),
+        )
+        self.activation = nn.LeakyReLU(config.conv_leaky_relu_slope)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.conv(hidden_states))
+
+
+class DistillMOSFeatureEncoder(nn.Module):
+    """Stack of 2-D convolutions over (frequency, time): (n, 2, 161, 768) -> (n, frames=384, features=1024)."""
+
+    def __init__(self, config: DistillMOSConfig):
+        super().__init__()
+        self.conv_layers = nn.ModuleList(DistillMOSConvLayer(config, i) for i in range(len(config.conv_dim)))
+
+    def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
+        hidden_states = spectrogram
+        for layer in self.conv_layers:
+            hidden_states = layer(hidden_states)
+        # (n, channels, frequency, frames) -> (n, frames, channels * frequency), channel-major as the original
+        return hidden_states.flatten(1, 2).transpose(1, 2)
+
+
+def sinusoidal_position_table(length: int, dim: int, base: float) -> torch.Tensor:
+    """(length, dim) table of interleaved sines (even features) and cosines (odd features)."""
+    position = torch.arange(length).unsqueeze(1)
+    inverse_frequency = torch.exp(torch.arange(0, dim, 2) * (-math.log(base) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(position * inverse_frequency)
+    table[:, 1::2] = torch.cos(position * inverse_frequency)
+    return table
+
+
+class DistillMOSAttention(nn.Module):
+    """Multi-head self-attention over all frames of a window (no masking: every window is full length)."""
+
+    def __init__(self, config: DistillMOSConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        batch, frames, _ = hidden_states.shape
+        shape = (batch, frames, self.num_heads, self.head_dim)
+        query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(shape).transpose(1, 2)
+        attended = F.scaled_dot_product_attention(query, key, value)
+        return self.out_proj(attended.transpose(1, 2).reshape(batch, frames, -1))
+
+
+class DistillMOSFeedForward(nn.Module):
+    def __init__(self, config: DistillMOSConfig):
+        super().__init__()
+        self.intermediate_dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.output_dense = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.output_dense(self.activation(self.intermediate_dense(hidden_states)))
+
+
+class DistillMOSEncoderLayer(nn.Module):
+    """Post-norm transformer layer (as `torch.nn.TransformerEncoderLayer` with `norm_first=False`)."""
+
+    def __init__(self, config: DistillMOSConfig):
+        super().__init__()
+        self.attention = DistillMOSAttention(config)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.feed_forward = DistillMOSFeedForward(config)
+        self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.layer_norm(hidden_states + self.attention(hidden_states))
+        return self.final_layer_norm(hidden_states + self.feed_forward(hidden_states))
+
+
+class DistillMOSBatchNorm(nn.BatchNorm1d):
+    """Batch norm over the feature axis of (n, frames, features) tensors."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return super().forward(hidden_states.transpose(1, 2)).transpose(1, 2)
+
+
+class DistillMOSEncoder(nn.Module):
+    """(n, frames, 1024) CNN features -> (n, frames, hidden_size) contextual features."""
+
+    def __init__(self, config: DistillMOSConfig):
+        super().__init__()
+        self.config = config
+        # The original applies two batch norms in a row (one before and one inside its transformer wrapper).
+        self.input_norm = DistillMOSBatchNorm(config.conv_output_size, eps=config.batch_norm_eps)
+        self.projection_norm = DistillMOSBatchNorm(config.conv_output_size, eps=config.batch_norm_eps)
+        self.projection = nn.Linear(config.conv_output_size, config.hidden_size)
+        self.layers = nn.ModuleList(DistillMOSEncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.output_norm = DistillMOSBatchNorm(config.hidden_size, eps=config.batch_norm_eps)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.projection(self.projection_norm(self.input_norm(features)))
+        positions = sinusoidal_position_table(
+            self.config.max_position_embeddings, self.config.hidden_size, self.config.position_embedding_base
+        )
+        hidden_states = hidden_states + positions.to(hidden_states.device, hidden_states.dtype)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states)
+        return self.output_norm(hidden_states)
+
+
+class DistillMOSAttentionPooling(nn.Module):
+    """Attention pooling over frames followed by a linear read-out: (n, frames, hidden) -> (n,) logits."""
+
+    def __init__(self, config: DistillMOSConfig):
+        super().__init__()
+        self.attention_dense = nn.Linear(config.hidden_size, config.pooling_hidden_size)
+        self.activation = ACT2FN[config.hidden_act]
+        self.attention_score = nn.Linear(config.pooling_hidden_size, 1)
+        self.readout = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        weights = self.attention_score(self.activation(self.attention_dense(hidden_states)))  # (n, frames, 1)
+        weights = torch.softmax(weights, dim=1)
+        pooled = (weights.transpose(1, 2) @ hidden_states).squeeze(1)  # (n, hidden)
+        return self.readout(pooled).squeeze(-1)
+
+
+class DistillMOSPreTrainedModel(PreTrainedModel):
+    config_class = DistillMOSConfig
+    config: DistillMOSConfig
+    base_model_prefix = "distillmos"
+    main_input_name = "input_values"
+    input_modalities = "audio"
+    supports_gradient_checkpointing = False
+
+
+class DistillMOSModel(DistillMOSPreTrainedModel):
+    """
+    Distill-MOS: predicts the mean opinion score (1..5) of 16 kHz mono speech.
+
+    Input of any length is cut into windows inside the model, on the model's device, exactly as the original release
+    does; windows go through the network `window_batch_size` at a time, so memory stays bounded on hour-long audio.
+    """
+
+    def __init__(self, config: DistillMOSConfig):
+        super().__init__(config)
+        self.spectrogram = DistillMOSSpectrogram(config)
+        self.feature_encoder = DistillMOSFeatureEncoder(config)
+        self.encoder = DistillMOSEncoder(config)
+        self.pooling = DistillMOSAttentionPooling(config)
+        self.post_init()
+
+    def score_windows(self, windows: torch.Tensor) -> torch.Tensor:
+        """
+        Network on whole windows.
+
+        Args:
+            windows (`torch.FloatTensor` of shape `(n, window_length)`): waveform windows at 16 kHz.
+
+        Returns:
+            `torch.FloatTensor` of shape `(n,)`: normalized quality in 0..1 (sigmoid output) of each window.
+        """
+        peak = windows.abs().amax(dim=1, keepdim=True)
+        windows = windows / (peak + self.config.normalization_eps)
+        features = self.feature_encoder(self.spectrogram(windows))
+        return torch.sigmoid(self.pooling(self.encoder(features)))
+
+    def _window_batch_size(self, device: torch.device) -> int:
+        if self.config.window_batch_size is not None:
+            return self.config.window_batch_size
+        # On CPU a window is already large enough to keep the cores busy and bigger batches only spill the caches.
+        return 1 if device.type == "cpu" else 64
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        window_batch_size: int | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> DistillMOSOutput | tuple:
+        r"""
+        Args:
+            input_values (`torch.FloatTensor` of shape `(batch, samples)`): mono waveforms at `config.sampling_rate`
+                (16 kHz), right-padded to a common length. Use [`DistillMOSFeatureExtractor`] to prepare them.
+            attention_mask (`torch.LongTensor` of shape `(batch, samples)`, *optional*): 1 for real samples, 0 for
+                padding. With it, each clip of a padded batch gets exactly the score it gets alone.
+            labels (`torch.FloatTensor` of shape `(batch,)`, *optional*): human MOS; gives an MSE `loss`.
+            window_batch_size (`int`, *optional*): windows per network call; overrides `config.window_batch_size`.
+
+        Returns:
+            [`DistillMOSOutput`]: `mos` of shape `(batch,)` plus per-window scores and start times in seconds.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        lengths = self._validate(input_values, attention_mask)
+        if attention_mask is not None:
+            input_values = input_values * attention_mask.to(input_values.dtype)
+
+        window_length = self.config.window_length
+        if input_values.shape[1] < window_length:  # short clips are zero-padded to one window
+            input_values = F.pad(input_values, (0, window_length - input_values.shape[1]))
+
+        starts = [plan_windows(n, window_length, self.config.max_window_hop) for n in lengths]
+        plan = [(clip, start) for clip, clip_starts in enumerate(starts) for start in clip_starts]
+        chunk = window_batch_size or self._window_batch_size(input_values.device)
+        normalized = []
+        for first in range(0, len(plan), chunk):
+            windows = torch.stack([input_values[c, s : s + window_length] for c, s in plan[first : first + chunk]])
+            normalized.append(self.score_windows(windows))
+        normalized = torch.cat(normalized)
+
+        batch, max_windows = len(starts), max(len(s) for s in starts)
+        counts = torch.tensor([len(s) for s in starts], device=normalized.device)
+        window_mask = torch.arange(max_windows, device=normalized.device)[None, :] < counts[:, None]
+        per_window = normalized.new_full((batch, max_windows), float("nan"))
+        per_window[window_mask] = normalized
+        # As the original: the mean is taken over the sigmoid outputs, then mapped to the MOS range.
+        mean = per_window.nan_to_num(0.0).sum(dim=1) / counts
+        scale = self.config.mos_max - self.config.mos_min
+        mos = self.config.mos_min + scale * mean
+        window_scores = self.config.mos_min + scale * per_window
+        start_times = torch.full((batch, max_windows), float("nan"), dtype=mos.dtype, device=mos.device)
+        start_times[window_mask] = torch.tensor(
+            [s / self.config.sampling_rate for _, s in plan], dtype=mos.dtype, device=mos.device
+        )
+
+        loss = None
+        if labels is not None:
+            loss = F.mse_loss(mos, labels.to(mos.dtype).view(-1))
+        output = DistillMOSOutput(
+            loss=loss, mos=mos, window_scores=window_scores, window_start_times=start_times, window_mask=window_mask
+        )
+        return output if return_dict else output.to_tuple()
+
+    @staticmethod
+    def _validate(input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> list[int]:
+        """Checks the inputs and returns each clip's length in samples."""
+        if not isinstance(input_values, torch.Tensor) or input_values.dim() != 2:
+            shape = tuple(input_values.shape) if isinstance(input_values, torch.Tensor) else type(input_values).__name__
+            raise ValueError(
+                f"input_values must be a float tensor of shape (batch, samples), got {shape}. "
+                "Prepare audio with DistillMOSFeatureExtractor(..., return_tensors='pt')."
+            )
+        if not input_values.is_floating_point():
+            raise ValueError(f"input_values must be floating point, got {input_values.dtype}.")
+        if input_values.shape[0] == 0 or input_values.shape[1] == 0:
+            raise ValueError(f"input_values is empty (shape {tuple(input_values.shape)}): there is no audio to score.")
+        if not bool(torch.isfinite(input_values).all()):
+            raise ValueError("input_values contains NaN or infinite samples; the score would be meaningless.")
+        if attention_mask is None:
+            return [input_values.shape[1]] * input_values.shape[0]
+        if attention_mask.shape != input_values.shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but input_values has shape "
+                f"{tuple(input_values.shape)}; they must match (one mask value per sample)."
+            )
+        mask = attention_mask.to(torch.long)
+        if bool(((mask != 0) & (mask != 1)).any()):
+            raise ValueError("attention_mask must contain only 0 (padding) and 1 (audio).")
+        lengths = mask.sum(dim=1)
+        # Only right padding is supported: every row must be ones followed by zeros.
+        positions = torch.arange(mask.shape[1], device=mask.device)[None, :]
+        if bool((mask != (positions < lengths[:, None]).to(mask.dtype)).any()):
+            raise ValueError(
+                "attention_mask must mark each clip as one run of 1s followed by 0s (right padding); "
+                "got a mask with gaps or left padding."
+            )
+        if bool((lengths == 0).any()):
+            empty = torch.nonzero(lengths == 0).flatten().tolist()
+            raise ValueError(f"attention_mask marks clip(s) {empty} as empty: there is no audio to score.")
+        return lengths.tolist()
+
+
+__all__ = ["DistillMOSModel", "DistillMOSPreTrainedModel", "DistillMOSOutput", "plan_windows"]
