@@ -129,6 +129,19 @@ class DistillMOSFeatureExtractor(SequenceFeatureExtractor):
         self.return_attention_mask = return_attention_mask
         self.resample = resample
 
+    def prepare_clip(self, clip, sampling_rate: int, name: str = "the clip") -> np.ndarray:
+        """
+        Validates one mono clip, converts it to float32 and resamples it to `self.sampling_rate`: (samples,).
+        Raises a ValueError naming `name` and the problem for input that cannot be scored.
+        """
+        sampling_rate = check_sampling_rate(sampling_rate)
+        if sampling_rate != self.sampling_rate and not self.resample:
+            raise ValueError(
+                f"{name} is at {sampling_rate} Hz but the model expects {self.sampling_rate} Hz and resampling is "
+                "off (resample=False)."
+            )
+        return resample(to_float_waveform(clip, name), sampling_rate, self.sampling_rate)
+
     def __call__(
         self,
         raw_speech,
@@ -153,13 +166,7 @@ class DistillMOSFeatureExtractor(SequenceFeatureExtractor):
             [`BatchFeature`] with `input_values` `(batch, samples)` float32 at 16 kHz and `attention_mask`
             `(batch, samples)` int32.
         """
-        sampling_rate = check_sampling_rate(sampling_rate)
-        if sampling_rate != self.sampling_rate and not self.resample:
-            raise ValueError(
-                f"The audio is at {sampling_rate} Hz but the model expects {self.sampling_rate} Hz and resampling is "
-                "off (resample=False)."
-            )
-
+        check_sampling_rate(sampling_rate)
         is_batch = isinstance(raw_speech, (list, tuple)) and len(raw_speech) > 0 and not np.isscalar(raw_speech[0])
         clips = list(raw_speech) if is_batch else [raw_speech]
         if len(clips) == 0 or (isinstance(raw_speech, (list, tuple)) and len(raw_speech) == 0):
@@ -168,7 +175,7 @@ class DistillMOSFeatureExtractor(SequenceFeatureExtractor):
         waveforms = []
         for index, clip in enumerate(clips):
             name = f"clip {index}" if is_batch else "the clip"
-            waveform = resample(to_float_waveform(clip, name), sampling_rate, self.sampling_rate)
+            waveform = self.prepare_clip(clip, sampling_rate, name)
             if not waveform.any():
                 warnings.warn(
                     f"{name} is silent (all samples are zero); its score is finite but says nothing about speech.",

@@ -3,6 +3,7 @@
 """PyTorch Distill-MOS: a compact speech-quality (MOS) estimator, ported from PyPI `distillmos` 0.9.1."""
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -274,6 +275,8 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         window_batch_size: int | None = None,
+        max_window_hop: int | None = None,
+        window_scorer: Callable[[torch.Tensor], torch.Tensor] | None = None,
         return_dict: bool | None = None,
         **kwargs,
     ) -> DistillMOSOutput | tuple:
@@ -285,6 +288,10 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
                 padding. With it, each clip of a padded batch gets exactly the score it gets alone.
             labels (`torch.FloatTensor` of shape `(batch,)`, *optional*): human MOS; gives an MSE `loss`.
             window_batch_size (`int`, *optional*): windows per network call; overrides `config.window_batch_size`.
+            max_window_hop (`int`, *optional*): largest spacing of windows in samples; overrides
+                `config.max_window_hop` (larger is faster on long audio but departs from the original's scores).
+            window_scorer (`Callable`, *optional*): replaces [`~DistillMOSModel.score_windows`] (same contract), e.g.
+                by an exported ONNX network, while windowing and aggregation stay here.
 
         Returns:
             [`DistillMOSOutput`]: `mos` of shape `(batch,)` plus per-window scores and start times in seconds.
@@ -298,13 +305,14 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         if input_values.shape[1] < window_length:  # short clips are zero-padded to one window
             input_values = F.pad(input_values, (0, window_length - input_values.shape[1]))
 
-        starts = [plan_windows(n, window_length, self.config.max_window_hop) for n in lengths]
+        hop = max_window_hop or self.config.max_window_hop
+        starts = [plan_windows(n, window_length, hop) for n in lengths]
         plan = [(clip, start) for clip, clip_starts in enumerate(starts) for start in clip_starts]
         chunk = window_batch_size or self._window_batch_size(input_values.device)
         normalized = []
         for first in range(0, len(plan), chunk):
             windows = torch.stack([input_values[c, s : s + window_length] for c, s in plan[first : first + chunk]])
-            normalized.append(self.score_windows(windows))
+            normalized.append((window_scorer or self.score_windows)(windows))
         normalized = torch.cat(normalized)
 
         batch, max_windows = len(starts), max(len(s) for s in starts)

@@ -1,0 +1,262 @@
+"""`DistillMOSScorer`: score arrays, files and folders without wiring the feature extractor and model by hand."""
+
+import itertools
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from feature_extraction_distillmos import DistillMOSFeatureExtractor
+from modeling_distillmos import DistillMOSModel
+
+from .audio import AudioFileError, DecodedAudio, load_audio
+
+# Where the model will be published on the Hub; used when no local copy is found.
+DEFAULT_HUB_ID = "distill-mos/distill-mos-v7"
+_MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
+# Clips of a batch are padded to the longest; cap what padding may cost (samples x clips, 64 MB of float32).
+MAX_BATCH_SAMPLES = 16_000_000
+SILENT = "is silent (all samples are zero); its score is finite but says nothing about speech."
+
+
+def default_model_location() -> str:
+    """$DISTILL_MOS_MODEL, else this checkout (or the copy `pip install` put in <prefix>/share), else the Hub id."""
+    if os.environ.get("DISTILL_MOS_MODEL"):
+        return os.environ["DISTILL_MOS_MODEL"]
+    for folder in (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "distill-mos"):
+        if all((folder / name).is_file() for name in _MODEL_FILES):
+            return str(folder)
+    return DEFAULT_HUB_ID
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu or auto.")
+    return device
+
+
+@dataclass
+class Score:
+    """The score of one clip: `mos` (1..5) and, per analysis window, its score and start time in seconds."""
+
+    mos: float
+    window_scores: list[float] = field(default_factory=list)
+    window_starts: list[float] = field(default_factory=list)
+
+
+@dataclass
+class FileScore:
+    """The outcome for one file: a score, or `error` (then `mos` is None)."""
+
+    path: str
+    mos: float | None = None
+    duration: float | None = None
+    sampling_rate: int | None = None
+    channels: int | None = None
+    window_scores: list[float] = field(default_factory=list)
+    window_starts: list[float] = field(default_factory=list)
+    error: str | None = None
+    warning: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class _Prepared:
+    """A file decoded, validated and resampled to 16 kHz, ready to batch (or its error)."""
+
+    result: FileScore
+    waveform: np.ndarray | None = None
+
+
+class DistillMOSScorer:
+    """
+    Scores speech with Distill-MOS.
+
+        scorer = DistillMOSScorer.from_pretrained()              # this checkout, or the Hub
+        scorer.score_array(waveform, sampling_rate=48000).mos
+        for result in scorer.score_files(["a.wav", "b.mp3"]):
+            print(result.path, result.mos or result.error)
+
+    Args:
+        model: a loaded [`DistillMOSModel`].
+        feature_extractor: its [`DistillMOSFeatureExtractor`].
+        batch_size: clips per model call (windows of all clips in a call are scored together).
+        window_hop: seconds between window starts on long audio. `None` keeps the model's exact setting (1 s);
+            larger values (e.g. 4 or 7.68) are the opt-in fast mode: fewer windows, slightly different scores.
+        window_scorer: runs the network on windows instead of `model.score_windows` (e.g. an ONNX Runtime session,
+            see `distill_mos.onnx_backend`); windowing and averaging stay in the model.
+    """
+
+    def __init__(
+        self,
+        model: DistillMOSModel,
+        feature_extractor: DistillMOSFeatureExtractor,
+        batch_size: int = 8,
+        window_hop: float | None = None,
+        window_scorer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+        if window_hop is not None and window_hop <= 0:
+            raise ValueError(f"window_hop must be a positive number of seconds, got {window_hop}.")
+        self.model = model.eval()
+        self.feature_extractor = feature_extractor
+        self.batch_size = batch_size
+        self.max_window_hop = None if window_hop is None else max(1, round(window_hop * model.config.sampling_rate))
+        self.window_scorer = window_scorer
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        location: str | os.PathLike | None = None,
+        device: str | torch.device | None = "auto",
+        **kwargs,
+    ) -> "DistillMOSScorer":
+        """Loads the model and feature extractor from a folder or Hub id (default: `default_model_location()`)."""
+        location = str(location or default_model_location())
+        model = DistillMOSModel.from_pretrained(location).to(resolve_device(device))
+        return cls(model, DistillMOSFeatureExtractor.from_pretrained(location), **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def sampling_rate(self) -> int:
+        return self.feature_extractor.sampling_rate
+
+    # --- arrays -------------------------------------------------------------------------------------------------
+
+    def prepare(self, waveform, sampling_rate: int, name: str = "the clip") -> np.ndarray:
+        """Validates one clip and resamples it to 16 kHz: (samples,) float32. Raises ValueError on bad input."""
+        return self.feature_extractor.prepare_clip(waveform, sampling_rate, name)
+
+    def score_prepared(self, waveforms: Sequence[np.ndarray]) -> list[Score]:
+        """Scores 16 kHz clips (as returned by `prepare`), `batch_size` at a time, in bounded padded batches."""
+        scores: list[Score | None] = [None] * len(waveforms)
+        for batch in _length_batches([len(w) for w in waveforms], self.batch_size, MAX_BATCH_SAMPLES):
+            inputs = self.feature_extractor(
+                [waveforms[i] for i in batch], sampling_rate=self.sampling_rate, return_tensors="pt"
+            ).to(self.device)
+            with torch.inference_mode():
+                output = self.model(**inputs, max_window_hop=self.max_window_hop, window_scorer=self.window_scorer)
+            for row, index in enumerate(batch):
+                mask = output.window_mask[row]
+                scores[index] = Score(
+                    mos=float(output.mos[row]),
+                    window_scores=output.window_scores[row][mask].tolist(),
+                    window_starts=output.window_start_times[row][mask].tolist(),
+                )
+        return scores
+
+    def score_array(self, waveform, sampling_rate: int) -> Score:
+        """Scores one mono clip (numpy array, tensor or list; float or integer PCM) at any sampling rate."""
+        return self.score_arrays([waveform], sampling_rate)[0]
+
+    def score_arrays(self, waveforms: Sequence, sampling_rates: int | Sequence[int]) -> list[Score]:
+        """Scores several clips; `sampling_rates` is one rate for all or one per clip."""
+        if isinstance(sampling_rates, (int, np.integer)):
+            sampling_rates = [sampling_rates] * len(waveforms)
+        if len(sampling_rates) != len(waveforms):
+            raise ValueError(f"got {len(waveforms)} clips but {len(sampling_rates)} sampling rates.")
+        prepared = []
+        for index, (waveform, sampling_rate) in enumerate(zip(waveforms, sampling_rates)):
+            name = "the clip" if len(waveforms) == 1 else f"clip {index}"
+            prepared.append(self.prepare(waveform, sampling_rate, name))
+            if not prepared[-1].any():
+                warnings.warn(f"{name} {SILENT}", UserWarning, stacklevel=2)
+        return self.score_prepared(prepared)
+
+    # --- files --------------------------------------------------------------------------------------------------
+
+    def prepare_file(self, path: str | Path, channel: str | int = "first") -> _Prepared:
+        """Decodes and validates one file; never raises for a bad file, records the reason instead."""
+        result = FileScore(path=str(path))
+        try:
+            decoded: DecodedAudio = load_audio(path, channel)
+            result.duration, result.sampling_rate, result.channels = (
+                decoded.duration,
+                decoded.sampling_rate,
+                decoded.channels,
+            )
+            waveform = self.prepare(decoded.waveform, decoded.sampling_rate, name="audio")
+            if not waveform.any():
+                result.warning = f"audio {SILENT}"
+            return _Prepared(result, waveform)
+        except AudioFileError as error:
+            result.error = error.reason
+        except ValueError as error:
+            result.error = str(error)
+        return _Prepared(result)
+
+    def score_files(
+        self,
+        paths: Iterable[str | Path],
+        channel: str | int = "first",
+        on_result: Callable[[FileScore], None] | None = None,
+    ) -> Iterator[FileScore]:
+        """
+        Scores files in input order, `batch_size` at a time, decoding the next batch in a background thread while the
+        model scores the current one. A bad file yields a `FileScore` with `error` set; the others are still scored.
+        """
+        groups = _chunks(iter(paths), self.batch_size)
+
+        def prepare_group(group):
+            return [self.prepare_file(path, channel) for path in group]
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="distill-mos-decode") as pool:
+            group = next(groups, None)
+            pending = pool.submit(prepare_group, group) if group else None
+            while pending is not None:
+                prepared = pending.result()
+                group = next(groups, None)
+                pending = pool.submit(prepare_group, group) if group else None
+                yield from self._score_prepared_files(prepared)
+
+    def _score_prepared_files(self, prepared: list[_Prepared]) -> Iterator[FileScore]:
+        good = [p for p in prepared if p.waveform is not None]
+        if good:
+            try:
+                scores = self.score_prepared([p.waveform for p in good])
+            except Exception as error:  # noqa: BLE001 - e.g. out of memory: report it on these files, go on
+                scores = None
+                for p in good:
+                    p.result.error = f"scoring failed: {type(error).__name__}: {error}"
+            if scores is not None:
+                for p, score in zip(good, scores):
+                    p.result.mos = score.mos
+                    p.result.window_scores = score.window_scores
+                    p.result.window_starts = score.window_starts
+        for p in prepared:
+            yield p.result
+
+
+def _chunks(iterator: Iterator, size: int) -> Iterator[list]:
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _length_batches(lengths: Sequence[int], batch_size: int, max_padded_samples: int) -> list[list[int]]:
+    """Groups clip indices, shortest first, so that no batch pads more than `max_padded_samples` in all."""
+    batches, current = [], []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        # sorted ascending, so the newest clip is the longest of the batch
+        if current and (len(current) == batch_size or (len(current) + 1) * lengths[index] > max_padded_samples):
+            batches.append(current)
+            current = []
+        current.append(index)
+    if current:
+        batches.append(current)
+    return batches
