@@ -1,0 +1,560 @@
+"""
+Distill-MOS Gradio Space: score the speech quality (MOS 1..5) of uploaded or recorded audio.
+
+Run from the repository checkout:   python space/app.py          (http://127.0.0.1:7860)
+Import without launching:          from app import build_demo; demo = build_demo(scorer)
+
+Decoding, resampling and scoring go through the `distill_mos` library (`DistillMOSScorer.prepare_file` and
+`score_prepared`, the same path as the `distill-mos` command line tool); this file only adds the page, the limits
+and the messages. Settings (environment variables, all optional):
+
+    DISTILL_MOS_SPACE_MODEL   model folder or Hub id (else $DISTILL_MOS_MODEL, else this checkout, else the Hub)
+    DISTILL_MOS_DEVICE        cpu, cuda or auto (default auto)
+    DISTILL_MOS_MAX_SECONDS   longest clip scored, in seconds (default 600)
+    DISTILL_MOS_MAX_UPLOAD_MB largest file accepted, in MB (default 50)
+    DISTILL_MOS_MAX_FILES     files per request on the "Several files" tab (default 20)
+    DISTILL_MOS_CONCURRENCY   requests scored at the same time (default 2)
+    DISTILL_MOS_QUEUE_SIZE    requests allowed to wait in the queue (default 32)
+    DISTILL_MOS_WINDOW_HOP    seconds between windows on long clips (default: exact, 1 s, as the library)
+    GRADIO_SERVER_NAME / GRADIO_SERVER_PORT   where to listen (default 127.0.0.1:7860; Spaces sets 0.0.0.0)
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SPACE_DIR = Path(__file__).resolve().parent
+# From the checkout, the library (distill_mos/ and the model's *_distillmos.py modules) sits one folder up.
+_REPO_ROOT = SPACE_DIR.parent
+if (_REPO_ROOT / "distill_mos" / "__init__.py").is_file() and str(_REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(_REPO_ROOT))
+
+import gradio as gr  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from distill_mos import DistillMOSScorer, FileScore  # noqa: E402
+
+logger = logging.getLogger("distill_mos.space")
+
+EXAMPLES_DIR = SPACE_DIR / "examples"
+WINDOW_SECONDS = 7.68
+ACR_LABELS = ("bad", "poor", "fair", "good", "excellent")
+SHORT_SECONDS = 1.0
+MODEL_ID = "distill-mos/distill-mos-v7"
+TABLE_COLUMNS = ["file", "MOS", "quality", "duration (s)", "error"]
+CSV_COLUMNS = ["file", "mos", "quality", "duration_s", "sampling_rate", "channels", "error", "warning"]
+
+
+# --- settings -----------------------------------------------------------------------------------------------------
+
+
+def _env_number(name: str, default: float, kind=float, minimum: float = 0) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if value <= minimum:
+        raise ValueError(f"{name} must be more than {minimum}, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of a shared Space."""
+
+    max_seconds: float = 600.0
+    max_upload_mb: float = 50.0
+    max_files: int = 20
+    concurrency: int = 2
+    queue_size: int = 32
+
+    @classmethod
+    def from_env(cls) -> "Limits":
+        return cls(
+            max_seconds=_env_number("DISTILL_MOS_MAX_SECONDS", cls.max_seconds),
+            max_upload_mb=_env_number("DISTILL_MOS_MAX_UPLOAD_MB", cls.max_upload_mb),
+            max_files=int(_env_number("DISTILL_MOS_MAX_FILES", cls.max_files, int)),
+            concurrency=int(_env_number("DISTILL_MOS_CONCURRENCY", cls.concurrency, int)),
+            queue_size=int(_env_number("DISTILL_MOS_QUEUE_SIZE", cls.queue_size, int)),
+        )
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1_000_000)
+
+    def describe(self) -> str:
+        return (
+            f"up to {_format_seconds(self.max_seconds)} of audio and {self.max_upload_mb:g} MB per file, "
+            f"{self.max_files} files per request, {self.concurrency} request(s) scored at a time"
+        )
+
+
+def load_scorer() -> DistillMOSScorer:
+    """The model from $DISTILL_MOS_SPACE_MODEL, else the library's default (env, checkout, installed copy, Hub)."""
+    hop = os.environ.get("DISTILL_MOS_WINDOW_HOP", "").strip()
+    return DistillMOSScorer.from_pretrained(
+        os.environ.get("DISTILL_MOS_SPACE_MODEL") or None,
+        device=os.environ.get("DISTILL_MOS_DEVICE", "auto"),
+        window_hop=float(hop) if hop else None,
+    )
+
+
+# --- formatting ---------------------------------------------------------------------------------------------------
+
+
+def acr_label(mos: float) -> str:
+    """The ACR category nearest to a MOS: 1 bad, 2 poor, 3 fair, 4 good, 5 excellent."""
+    return ACR_LABELS[min(4, max(0, math.floor(mos + 0.5) - 1))]
+
+
+def _format_seconds(seconds: float) -> str:
+    if seconds >= 120 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def _channels_text(channels: int | None) -> str:
+    if channels is None:
+        return "?"
+    return "1 channel (mono)" if channels == 1 else f"{channels} channels (the first is scored)"
+
+
+def _sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Example:
+    path: Path
+    human_mos: float
+    condition: str
+
+
+def load_examples(folder: Path = EXAMPLES_DIR) -> list[Example]:
+    """The bundled GenSpeech clips with their human listening-test MOS (examples/labels.csv)."""
+    labels = folder / "labels.csv"
+    if not labels.is_file():
+        return []
+    with labels.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [
+        Example(folder / row["file"], float(row["human_mos"]), row["condition"])
+        for row in rows
+        if (folder / row["file"]).is_file()
+    ]
+
+
+# --- scoring ------------------------------------------------------------------------------------------------------
+
+
+def probe_duration(path: str | Path) -> float | None:
+    """Duration from the file header, without decoding (None when the header does not say)."""
+    try:
+        import soundfile
+
+        info = soundfile.info(str(path))
+        if info.samplerate > 0 and info.frames > 0:
+            return info.frames / info.samplerate
+    except Exception:  # noqa: BLE001 - not a libsndfile format; try FFmpeg's header
+        pass
+    try:
+        from torchcodec.decoders import AudioDecoder
+
+        metadata = AudioDecoder(str(path)).metadata
+        duration = getattr(metadata, "duration_seconds_from_header", None) or getattr(metadata, "duration_seconds", None)
+        return float(duration) if duration else None
+    except Exception:  # noqa: BLE001 - unreadable: the decoder reports it properly later
+        return None
+
+
+class SpaceScorer:
+    """The library's scorer behind the Space's limits; every outcome is a `FileScore`, nothing raises."""
+
+    def __init__(self, scorer: DistillMOSScorer, limits: Limits, examples: list[Example] | None = None):
+        self.scorer = scorer
+        self.limits = limits
+        self.examples = examples or []
+        self._human_mos = {}
+        for example in self.examples:
+            self._human_mos[(example.path.stat().st_size, _sha256(example.path))] = example
+
+    def example_for(self, path: str | Path) -> Example | None:
+        """The bundled example whose bytes this file has (so its human MOS can be shown), else None."""
+        try:
+            size = os.path.getsize(path)
+            if not any(size == key[0] for key in self._human_mos):
+                return None
+            return self._human_mos.get((size, _sha256(path)))
+        except OSError:
+            return None
+
+    def check_limits(self, path: str | Path) -> str | None:
+        """A readable reason why this file is refused before decoding, or None."""
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            return None  # missing file: the decoder's own message says so
+        if size > self.limits.max_upload_bytes:
+            return (
+                f"file is too large ({size / 1e6:.1f} MB); this Space accepts files up to "
+                f"{self.limits.max_upload_mb:g} MB"
+            )
+        duration = probe_duration(path)
+        if duration is not None and duration > self.limits.max_seconds:
+            return self._too_long(duration)
+        return None
+
+    def _too_long(self, duration: float) -> str:
+        return (
+            f"audio is too long ({duration:.1f} s); this Space scores clips up to "
+            f"{_format_seconds(self.limits.max_seconds)}. Cut it, or use the distill-mos command line tool, "
+            "which has no limit"
+        )
+
+    def score_paths(self, paths: list[str]) -> list[FileScore]:
+        """Scores files in order through the library's decode and scoring path, within the limits."""
+        results: list[FileScore] = []
+        ready = []  # (_Prepared) of files that passed every check
+        for path in paths:
+            refused = self.check_limits(path)
+            if refused:
+                results.append(FileScore(path=str(path), error=refused))
+                continue
+            prepared = self.scorer.prepare_file(path)
+            result = prepared.result
+            if result.error:  # the decoder names the server's temporary path: show the file's own name instead
+                result.error = result.error.replace(str(path), Path(path).name)
+            if result.error is None and result.duration is not None and result.duration > self.limits.max_seconds:
+                result.error = self._too_long(result.duration)
+                prepared.waveform = None
+            if result.error is None and result.duration is not None and result.duration < SHORT_SECONDS:
+                result.warning = result.warning or (
+                    f"audio is very short ({result.duration:.2f} s); the model scores {WINDOW_SECONDS} s windows, "
+                    "so this score is less reliable"
+                )
+            results.append(result)
+            if prepared.waveform is not None:
+                ready.append(prepared)
+        if ready:
+            try:
+                scores = self.scorer.score_prepared([p.waveform for p in ready])
+            except Exception as error:  # noqa: BLE001 - e.g. out of memory: report it, keep serving
+                logger.exception("scoring failed")
+                for p in ready:
+                    p.result.error = f"scoring failed ({type(error).__name__}); please try again or a shorter clip"
+            else:
+                for p, score in zip(ready, scores):
+                    p.result.mos = score.mos
+                    p.result.window_scores = score.window_scores
+                    p.result.window_starts = score.window_starts
+        return results
+
+    def score_path(self, path: str) -> FileScore:
+        return self.score_paths([path])[0]
+
+
+# --- handlers (the page's and the API's functions) ----------------------------------------------------------------
+
+
+def _is_silent(result: FileScore) -> bool:
+    return bool(result.warning and "silent" in result.warning)
+
+
+def result_markdown(result: FileScore, example: Example | None = None) -> str:
+    """The one-clip result: MOS and ACR label, or a readable error; then what was read."""
+    if result.error:
+        return f"### ⚠️ Could not score this file\n\n{_sentence(result.error)}"
+    lines = []
+    if _is_silent(result):
+        lines += [
+            "### ⚠️ No meaningful score: the audio is silent",
+            "",
+            "Every sample is zero, so there is no speech to rate. "
+            f"(The model still outputs {result.mos:.2f} for it, which says nothing about quality.)",
+        ]
+    else:
+        lines.append(f"### Predicted MOS {result.mos:.2f} / 5 — {acr_label(result.mos)}")
+        if example is not None:
+            lines += ["", f"Human listening-test MOS of this GenSpeech clip ({example.condition}): "
+                          f"**{example.human_mos:.2f}**"]
+        if result.warning:
+            lines += ["", f"⚠️ {_sentence(result.warning)}"]
+    windows = len(result.window_scores)
+    lines += [
+        "",
+        f"Read: {result.duration:.2f} s · {result.sampling_rate} Hz · {_channels_text(result.channels)}"
+        f"{'' if result.sampling_rate == 16000 else ' · resampled to 16 kHz'}"
+        f" · {windows} window{'s' if windows != 1 else ''} of {WINDOW_SECONDS} s",
+    ]
+    return "\n".join(lines)
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", ".)")) else text + "."
+
+
+def window_frame(result: FileScore) -> pd.DataFrame:
+    """Per-window scores against the window centre time (seconds)."""
+    centres = [start + min(WINDOW_SECONDS, result.duration or WINDOW_SECONDS) / 2 for start in result.window_starts]
+    return pd.DataFrame({"time (s)": centres, "MOS": result.window_scores})
+
+
+def details(result: FileScore, example: Example | None = None) -> dict:
+    """The machine-readable outcome (the API's answer)."""
+    out = {
+        "file": Path(result.path).name,
+        "mos": None if result.mos is None else round(result.mos, 4),
+        "quality": None if result.mos is None or _is_silent(result) else acr_label(result.mos),
+        "duration_s": None if result.duration is None else round(result.duration, 4),
+        "sampling_rate": result.sampling_rate,
+        "channels": result.channels,
+        "window_scores": [round(s, 4) for s in result.window_scores],
+        "window_starts": [round(s, 4) for s in result.window_starts],
+        "error": result.error,
+        "warning": result.warning,
+    }
+    if example is not None:
+        out["human_mos"] = round(example.human_mos, 4)
+    return out
+
+
+class Handlers:
+    def __init__(self, space: SpaceScorer):
+        self.space = space
+        self._csv_dir = Path(tempfile.gettempdir()) / "distill-mos-space"
+
+    def score_one(self, audio_path: str | None):
+        """One clip -> (result Markdown, per-window plot, details JSON). Never raises."""
+        hidden_plot = gr.LinePlot(value=None, visible=False)
+        if not audio_path:
+            return "Upload a file or record from the microphone first, then press **Score**.", hidden_plot, None
+        try:
+            result = self.space.score_path(audio_path)
+            example = self.space.example_for(audio_path) if result.ok else None
+        except Exception as error:  # noqa: BLE001 - the page shows a message, the app keeps serving
+            logger.exception("unexpected error while scoring %s", audio_path)
+            return f"### ⚠️ Could not score this file\n\nUnexpected error ({type(error).__name__}).", hidden_plot, None
+        plot = hidden_plot
+        if result.ok and len(result.window_scores) > 1 and not _is_silent(result):
+            plot = gr.LinePlot(value=window_frame(result), x_lim=[0, round(result.duration, 2)], visible=True)
+        return result_markdown(result, example), plot, details(result, example)
+
+    def score_api(self, audio_path: str | None) -> dict:
+        """The `/predict` endpoint: a dict like `details`; a file that cannot be scored raises gr.Error(reason)."""
+        if not audio_path:
+            raise gr.Error("no audio file given", print_exception=False)
+        result = self.space.score_path(audio_path)
+        if result.error:
+            raise gr.Error(_sentence(result.error), print_exception=False)
+        return details(result, self.space.example_for(audio_path))
+
+    def score_many(self, paths: list[str] | None):
+        """Several files -> (status Markdown, table, CSV path). Never raises."""
+        paths = [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in (paths or [])]
+        if not paths:
+            return "Upload one or more audio files, then press **Score all**.", pd.DataFrame(columns=TABLE_COLUMNS), None
+        limit = self.space.limits.max_files
+        try:
+            results = self.space.score_paths(paths[:limit])
+        except Exception as error:  # noqa: BLE001
+            logger.exception("unexpected error while scoring a batch")
+            return f"⚠️ Unexpected error ({type(error).__name__}); nothing was scored.", pd.DataFrame(columns=TABLE_COLUMNS), None
+        results += [
+            FileScore(path=p, error=f"skipped: this Space scores up to {limit} files per request") for p in paths[limit:]
+        ]
+        table = pd.DataFrame([self._table_row(r) for r in results], columns=TABLE_COLUMNS)
+        failed = sum(not r.ok for r in results)
+        status = f"Scored {len(results) - failed} of {len(results)} file(s)."
+        if failed:
+            status += f" {failed} could not be scored: see the error column."
+        return status, table, self._write_csv(results)
+
+    @staticmethod
+    def _table_row(result: FileScore) -> list:
+        shown = result.ok and not _is_silent(result)
+        note = result.error or (f"warning: {result.warning}" if result.warning else "")
+        return [
+            Path(result.path).name,
+            round(result.mos, 2) if shown else None,
+            acr_label(result.mos) if shown else "",
+            None if result.duration is None else round(result.duration, 2),
+            note,
+        ]
+
+    def _write_csv(self, results: list[FileScore]) -> str:
+        self._csv_dir.mkdir(parents=True, exist_ok=True)
+        cutoff = time.time() - 3600
+        for old in self._csv_dir.glob("*/*.csv"):  # keep the temp folder small on a long-running Space
+            try:
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
+                    old.parent.rmdir()
+            except OSError:
+                pass
+        folder = Path(tempfile.mkdtemp(dir=self._csv_dir))
+        path = folder / "distill-mos-scores.csv"
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for r in results:
+                writer.writerow({
+                    "file": Path(r.path).name,
+                    "mos": "" if r.mos is None else round(r.mos, 6),
+                    "quality": "" if r.mos is None or _is_silent(r) else acr_label(r.mos),
+                    "duration_s": "" if r.duration is None else round(r.duration, 4),
+                    "sampling_rate": r.sampling_rate or "",
+                    "channels": r.channels or "",
+                    "error": r.error or "",
+                    "warning": r.warning or "",
+                })
+        return str(path)
+
+
+# --- the page -----------------------------------------------------------------------------------------------------
+
+ABOUT = """
+**What the score means.** Distill-MOS predicts the mean opinion score (MOS) that listeners would give this speech
+on the ACR scale: 1 bad, 2 poor, 3 fair, 4 good, 5 excellent. It rates overall quality (noise, distortion, codec
+artefacts, dropouts), not content, speaker or accent. The model scores {window} s windows; a longer clip gets a
+window every second or so and its MOS is their mean (the plot shows them). Audio is resampled to 16 kHz and the
+first channel is scored.
+
+**Where it is less reliable.** It was trained on English speech at 16 kHz bandwidth: quality above 8 kHz is not
+heard, and other languages are less reliable. On out-of-domain text-to-speech it is weak: Pearson correlation with
+listeners is 0.22 and 0.32 on the French Blizzard 2023 TTS sets, against 0.95 on Tencent and 0.84 on TCD-VoIP
+(paper's benchmark table, Stahl & Gamper, ICASSP 2025, [arXiv 2502.05356](https://arxiv.org/abs/2502.05356)). A single
+clip's score is an estimate: compare systems over many clips. Silent or very short audio gets no
+meaningful score.
+"""
+
+
+def build_demo(
+    scorer: DistillMOSScorer | None = None,
+    limits: Limits | None = None,
+    examples: list[Example] | None = None,
+) -> gr.Blocks:
+    """The Space's page, queue included; not launched (see `launch_kwargs`). Loads the model if `scorer` is None."""
+    limits = limits or Limits.from_env()
+    examples = load_examples() if examples is None else examples
+    space = SpaceScorer(scorer or load_scorer(), limits, examples)
+    handlers = Handlers(space)
+
+    with gr.Blocks(title="Distill-MOS: speech quality", delete_cache=(3600, 3600)) as demo:
+        demo.space = space  # for tests and tooling
+        gr.Markdown(
+            "# Distill-MOS: speech quality estimator\n"
+            "Upload or record speech and get its predicted mean opinion score (MOS, 1–5). "
+            f"Model: [{MODEL_ID}](https://huggingface.co/{MODEL_ID}) (4.1 M parameters)."
+        )
+        with gr.Tabs():
+            with gr.Tab("One clip", id="one"):
+                with gr.Row():
+                    with gr.Column():
+                        audio = gr.Audio(
+                            sources=["upload", "microphone"], type="filepath", label="Speech (upload or record)",
+                            elem_id="audio-input",
+                        )
+                        score_button = gr.Button("Score", variant="primary", elem_id="score-button")
+                    with gr.Column():
+                        result = gr.Markdown(
+                            "Upload a file or record from the microphone, then press **Score**.", elem_id="result"
+                        )
+                        plot = gr.LinePlot(
+                            x="time (s)", y="MOS", y_lim=[1, 5], title="Score of each window",
+                            x_title="time (s), window centre", y_title="MOS", visible=False, elem_id="window-plot",
+                        )
+                        with gr.Accordion("Details (JSON)", open=False):
+                            detail_json = gr.JSON(label="details", elem_id="details")
+                score_button.click(
+                    handlers.score_one, audio, [result, plot, detail_json],
+                    api_name="score_ui", api_visibility="undocumented",
+                )
+                if examples:
+                    gr.Examples(
+                        examples=[[str(e.path)] for e in examples],
+                        inputs=[audio],
+                        outputs=[result, plot, detail_json],
+                        fn=handlers.score_one,
+                        run_on_click=True,
+                        cache_examples=False,
+                        example_labels=[f"GenSpeech · {e.condition} · human MOS {e.human_mos:.2f}" for e in examples],
+                        label="Examples: GenSpeech clips (Apache-2.0) with their human MOS; click one to score it",
+                    )
+            with gr.Tab("Several files", id="many"):
+                files = gr.File(
+                    file_count="multiple", file_types=["audio"], type="filepath", label="Audio files",
+                    elem_id="files-input",
+                )
+                many_button = gr.Button("Score all", variant="primary", elem_id="score-all-button")
+                many_status = gr.Markdown(elem_id="batch-status")
+                table = gr.Dataframe(
+                    headers=TABLE_COLUMNS, interactive=False, label="Scores", elem_id="batch-table", wrap=True
+                )
+                csv_file = gr.File(label="Download CSV", interactive=False, elem_id="batch-csv")
+                many_button.click(
+                    handlers.score_many, files, [many_status, table, csv_file],
+                    api_name="score_many", api_visibility="public",
+                )
+        # The API for gradio_client: /predict takes one audio file and returns a JSON object (see README).
+        api_audio = gr.File(type="filepath", visible=False)
+        api_result = gr.JSON(visible=False)
+        gr.Button(visible=False).click(handlers.score_api, api_audio, api_result, api_name="predict")
+        gr.Markdown(ABOUT.format(window=WINDOW_SECONDS))
+        gr.Markdown(
+            f"<small>Limits of this Space: {limits.describe()}. Larger jobs: `pip install` the model repository and "
+            "use the `distill-mos` command line tool.</small>",
+            elem_id="limits",
+        )
+
+    demo.queue(max_size=limits.queue_size, default_concurrency_limit=limits.concurrency)
+    return demo
+
+
+def launch_kwargs(limits: Limits | None = None, **overrides) -> dict:
+    """`demo.launch` arguments: local by default, never a public share link, the upload size limit."""
+    limits = limits or Limits.from_env()
+    kwargs = {
+        "server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        "share": False,
+        "max_file_size": limits.max_upload_bytes,
+        "show_error": False,  # gr.Error messages (readable reasons) still reach the page and clients; tracebacks never do
+        "theme": gr.themes.Soft(),
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    limits = Limits.from_env()
+    try:  # requests run side by side: give each its share of the cores rather than oversubscribing them
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // limits.concurrency))
+    except Exception:  # noqa: BLE001
+        pass
+    demo = build_demo(limits=limits)
+    demo.launch(**launch_kwargs(limits))
+
+
+if __name__ == "__main__":
+    main()
