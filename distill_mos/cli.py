@@ -125,7 +125,10 @@ class _Writer:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, or argparse's own usage errors (status 2)
+        return exit_.code
 
     def usage_error(message: str) -> int:
         parser.print_usage(sys.stderr)

@@ -147,9 +147,11 @@ class DistillMOSScorer:
         """Scores 16 kHz clips (as returned by `prepare`), `batch_size` at a time, in bounded padded batches."""
         scores: list[Score | None] = [None] * len(waveforms)
         for batch in _length_batches([len(w) for w in waveforms], self.batch_size, MAX_BATCH_SAMPLES):
-            inputs = self.feature_extractor(
-                [waveforms[i] for i in batch], sampling_rate=self.sampling_rate, return_tensors="pt"
-            ).to(self.device)
+            with warnings.catch_warnings():  # silence was already reported, by clip or file name
+                warnings.simplefilter("ignore", UserWarning)
+                inputs = self.feature_extractor(
+                    [waveforms[i] for i in batch], sampling_rate=self.sampling_rate, return_tensors="pt"
+                ).to(self.device)
             with torch.inference_mode():
                 output = self.model(**inputs, max_window_hop=self.max_window_hop, window_scorer=self.window_scorer)
             for row, index in enumerate(batch):

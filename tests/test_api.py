@@ -1,0 +1,133 @@
+"""The Python API (DistillMOSScorer) and the Hugging Face datasets helper."""
+
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from conftest import DATA, GENSPEECH, ROOT
+
+from distill_mos import AudioFileError, DistillMOSScorer, add_mos_column, default_model_location, load_audio
+
+DIR3 = GENSPEECH / "audio/LPCNet_listening_test/mfall/dir3"
+
+
+def test_default_model_location_is_this_checkout(monkeypatch):
+    monkeypatch.delenv("DISTILL_MOS_MODEL", raising=False)
+    assert default_model_location() == str(ROOT)
+    monkeypatch.setenv("DISTILL_MOS_MODEL", "/somewhere/else")
+    assert default_model_location() == "/somewhere/else"
+
+
+def test_from_pretrained_scores_like_the_model(scorer):
+    loaded = DistillMOSScorer.from_pretrained(device="cpu")
+    assert loaded.device.type == "cpu"
+    waveform, rate = soundfile.read(DIR3 / "lpcnq.wav", dtype="float32")
+    assert loaded.score_array(waveform, rate).mos == pytest.approx(scorer.score_array(waveform, rate).mos, abs=1e-6)
+
+
+def test_score_array_accepts_pcm_and_any_rate(scorer):
+    import torchaudio
+
+    waveform, rate = soundfile.read(DIR3 / "opus.wav", dtype="int16")
+    as_float = waveform.astype(np.float32) / 32768
+    assert scorer.score_array(waveform, rate).mos == pytest.approx(scorer.score_array(as_float, rate).mos, abs=1e-6)
+    upsampled = torchaudio.transforms.Resample(16000, 48000)(torch.from_numpy(as_float)[None])[0].numpy()
+    at_48k = scorer.score_array(upsampled, 48000).mos
+    assert abs(at_48k - scorer.score_array(as_float, rate).mos) < 0.1  # same speech, resampled twice
+
+
+def test_score_arrays_with_rates_per_clip(scorer):
+    a = soundfile.read(DIR3 / "ref.wav", dtype="float32")[0]
+    b = soundfile.read(DIR3 / "speex.wav", dtype="float32")[0]
+    scores = scorer.score_arrays([a, b], [16000, 16000])
+    assert [s.mos for s in scores] == pytest.approx([scorer.score_array(a, 16000).mos, scorer.score_array(b, 16000).mos], abs=1e-5)
+    with pytest.raises(ValueError, match="2 clips but 1 sampling rates"):
+        scorer.score_arrays([a, b], [16000])
+    with pytest.raises(ValueError, match="clip 1 is empty"):
+        scorer.score_arrays([a, np.zeros(0, np.float32)], 16000)
+
+
+def test_silent_array_warns_once_with_its_name(scorer):
+    with pytest.warns(UserWarning, match="the clip is silent") as caught:
+        score = scorer.score_array(np.zeros(8000, np.float32), 16000)
+    assert len(caught) == 1 and np.isfinite(score.mos)
+
+
+def test_fast_mode_uses_fewer_windows(model, feature_extractor):
+    waveform = np.concatenate([soundfile.read(p, dtype="float32")[0] for p in sorted(DIR3.glob("*.wav"))] * 2)
+    exact = DistillMOSScorer(model, feature_extractor).score_array(waveform, 16000)
+    fast = DistillMOSScorer(model, feature_extractor, window_hop=4.0).score_array(waveform, 16000)
+    assert len(exact.window_scores) > 3 * len(fast.window_scores) > 0
+    assert np.diff(fast.window_starts).max() <= 4.0 + 1e-6
+    assert abs(fast.mos - exact.mos) < 0.3
+
+
+def test_load_audio_errors_name_the_file(tmp_path):
+    with pytest.raises(AudioFileError, match=r"missing\.wav: no such file"):
+        load_audio(tmp_path / "missing.wav")
+    (tmp_path / "notes.mp3").write_text("not audio")
+    with pytest.raises(AudioFileError, match=r"notes\.mp3: not a readable audio file"):
+        load_audio(tmp_path / "notes.mp3")
+    with pytest.raises(AudioFileError, match="is a directory"):
+        load_audio(tmp_path)
+
+
+def test_long_batch_is_split_to_bound_padding():
+    from distill_mos.scorer import _length_batches
+
+    lengths = [100, 5, 10_000, 7, 9_000]
+    batches = _length_batches(lengths, batch_size=3, max_padded_samples=12_000)
+    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3, 4]
+    for batch in batches:
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 12_000
+    assert [2] in batches and [4] in batches  # the two long clips cannot share a batch
+
+
+@pytest.fixture(scope="module")
+def audio_dataset(tmp_path_factory):
+    """A local datasets.Dataset with an Audio column: wav at 16 and 48 kHz, flac, mp3, one broken file."""
+    datasets = pytest.importorskip("datasets")
+    folder = tmp_path_factory.mktemp("dataset")
+    files = [
+        str(DIR3 / "ref.wav"),
+        str(DATA / "tcdvoip/audio/Test_Set/NOISE/C_05_NOISE_MK.wav"),
+    ]
+    for suffix in ("flac", "mp3"):
+        target = folder / f"melp.{suffix}"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(DIR3 / "melp.wav"), str(target)], check=True)
+        files.append(str(target))
+    dataset = datasets.Dataset.from_dict({"audio": files, "path": files})
+    return dataset.cast_column("audio", datasets.Audio())
+
+
+def test_add_mos_column_scores_a_dataset_like_the_files(scorer, audio_dataset):
+    scored = add_mos_column(audio_dataset, scorer=scorer, batch_size=3)
+    expected = {r.path: r.mos for r in scorer.score_files(audio_dataset["path"])}
+    assert scored.column_names == ["audio", "path", "mos", "mos_error"]
+    for path, mos, error in zip(scored["path"], scored["mos"], scored["mos_error"]):
+        assert error is None
+        assert mos == pytest.approx(expected[path], abs=1e-4), path
+
+
+def test_add_mos_column_with_windows_and_other_names(scorer, audio_dataset):
+    renamed = audio_dataset.rename_column("audio", "speech").select([0])
+    scored = add_mos_column(renamed, scorer=scorer, audio_column="speech", column="quality", windows=True)
+    row = scored[0]
+    assert row["quality_window_starts"] == pytest.approx([0.0, 0.12], abs=1e-3)  # 7.8 s clip: two windows
+    assert np.mean(row["quality_window_scores"]) == pytest.approx(row["quality"], abs=1e-5)
+    with pytest.raises(ValueError, match="no column 'audio'"):
+        add_mos_column(renamed, scorer=scorer)
+
+
+def test_add_mos_column_keeps_going_past_a_bad_row(scorer):
+    datasets = pytest.importorskip("datasets")
+    good = soundfile.read(DIR3 / "opus.wav", dtype="float32")[0]
+    # plain {"array", "sampling_rate"} rows (no Audio feature): one good, one empty
+    plain = datasets.Dataset.from_list([{"audio": {"array": good.tolist(), "sampling_rate": 16000}},
+                                        {"audio": {"array": [], "sampling_rate": 16000}}])
+    scored = add_mos_column(plain, scorer=scorer)
+    assert scored["mos"][0] == pytest.approx(scorer.score_array(good, 16000).mos, abs=1e-5)
+    assert scored["mos"][1] is None and "empty" in scored["mos_error"][1]

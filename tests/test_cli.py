@@ -1,0 +1,253 @@
+"""The distill-mos command line tool, run beside the original distillmos CLI."""
+
+import csv
+import json
+import random
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+from conftest import GENSPEECH, ROOT, all_sample_files, genspeech_expected
+
+from distill_mos.cli import main
+
+DIR3 = GENSPEECH / "audio/LPCNet_listening_test/mfall/dir3"
+CLI = [sys.executable, "-m", "distill_mos.cli"]
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def run_main(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def ffmpeg(source, target, *options):
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(source), *options, str(target)], check=True)
+
+
+def test_cli_prints_the_published_genspeech_scores(tmp_path):
+    out = tmp_path / "scores.csv"
+    done = subprocess.run([*CLI, str(DIR3), "-o", str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    rows = read_rows(out)
+    expected = genspeech_expected()
+    assert len(rows) == 6
+    for row in rows:
+        stem = row["file"].rsplit("/", 1)[1][:-4]
+        assert abs(float(row["mos"]) - expected[stem]) <= 0.005, row
+
+
+def test_cli_matches_the_original_cli_on_every_sample_file(tmp_path):
+    if shutil.which("distillmos") is None:
+        pytest.skip("the original distillmos CLI is not installed")
+    files = [str(p) for p in all_sample_files()]
+    listing = tmp_path / "files.txt"
+    listing.write_text("\n".join(files) + "\n")
+    # The original CLI wants a positional input; "" selects its file-list mode.
+    theirs = subprocess.run(
+        ["distillmos", "", "-l", str(listing), "-o", str(tmp_path / "original.csv")],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert theirs.returncode == 0, theirs.stderr
+    with open(tmp_path / "original.csv") as handle:
+        next(handle)
+        original = {line.rsplit(", ", 1)[0]: float(line.rsplit(", ", 1)[1]) for line in handle if line.strip()}
+
+    ours = subprocess.run(
+        [*CLI, "-l", str(listing), "-o", str(tmp_path / "ours.csv")], capture_output=True, text=True, cwd=ROOT
+    )
+    assert ours.returncode == 0, ours.stderr
+    rows = read_rows(tmp_path / "ours.csv")
+    assert [r["file"] for r in rows] == files
+    assert original.keys() == set(files)
+    for row in rows:
+        assert abs(float(row["mos"]) - original[row["file"]]) <= 1e-4, row["file"]
+
+
+def test_scores_do_not_depend_on_batch_size_order_or_company(scorer):
+    files = [str(p) for p in all_sample_files()]
+    alone = {f: next(scorer.score_files([f])).mos for f in files}
+    for batch_size in (1, 3, 8):
+        shuffled = files[:]
+        random.Random(batch_size).shuffle(shuffled)
+        scorer.batch_size = batch_size
+        try:
+            results = list(scorer.score_files(shuffled))
+        finally:
+            scorer.batch_size = 8
+        assert [r.path for r in results] == shuffled  # output keeps input order
+        for result in results:
+            assert abs(result.mos - alone[result.path]) <= 1e-5, (batch_size, result.path)
+
+
+@pytest.fixture(scope="module")
+def broken_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("broken")
+    good = folder / "good.wav"
+    shutil.copy(DIR3 / "opus.wav", good)
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "text.wav").write_text("this is not audio\n" * 20)
+    (folder / "truncated.wav").write_bytes((DIR3 / "melp.wav").read_bytes()[:30])
+    soundfile.write(folder / "zero_length.wav", np.zeros((0,), np.float32), 16000)
+    nan_clip = soundfile.read(DIR3 / "melp.wav", dtype="float32")[0]
+    nan_clip[1000:1010] = np.nan
+    soundfile.write(folder / "nan.wav", nan_clip, 16000, subtype="FLOAT")
+    soundfile.write(folder / "silent.wav", np.zeros(16000, np.float32), 16000)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("missing.wav", "no such file"),
+        ("empty.wav", "file is empty"),
+        ("text.wav", "not a readable audio file"),
+        ("truncated.wav", "not a readable audio file|contains no audio"),
+        ("zero_length.wav", "contains no audio samples|not a readable audio file"),
+        ("nan.wav", "NaN or infinite"),
+    ],
+)
+def test_a_bad_file_is_reported_and_the_others_still_scored(capsys, scorer, tmp_path, broken_files, name, reason):
+    import re
+
+    out = tmp_path / "out.csv"
+    bad = broken_files / name
+    code, _, err = run_main(capsys, broken_files / "good.wav", bad, DIR3 / "speex.wav", "-o", out)
+    assert code == 1
+    assert re.search(rf"error: {re.escape(str(bad))}: .*({reason})", err), err
+    rows = read_rows(out)
+    assert [r["file"] for r in rows] == [str(broken_files / "good.wav"), str(bad), str(DIR3 / "speex.wav")]
+    assert re.search(reason, rows[1]["error"]) and rows[1]["mos"] == ""
+    for row in (rows[0], rows[2]):
+        assert row["error"] == ""
+        assert abs(float(row["mos"]) - next(scorer.score_files([row["file"]])).mos) <= 1e-5
+
+
+def test_silent_file_is_scored_with_a_warning(capsys, broken_files):
+    code, out, err = run_main(capsys, broken_files / "silent.wav")
+    assert code == 0
+    assert f"warning: {broken_files / 'silent.wav'}: audio is silent" in err
+    assert 1 <= float(list(csv.DictReader(out.splitlines()))[0]["mos"]) <= 5
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--batch-size", "0", str(DIR3)], "--batch-size must be at least 1"),
+        (["--window-hop", "-1", str(DIR3)], "--window-hop must be a positive"),
+        (["--channel", "left", str(DIR3)], "--channel must be"),
+        ([], "give audio files"),
+        (["-l", "/nonexistent/list.txt"], "file list not found"),
+        ([str(ROOT / "scripts")], "no audio files"),
+        ([str(DIR3), "-o", "/nonexistent/dir/out.csv"], "output folder does not exist"),
+        ([str(DIR3), "--format", "xml"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2(capsys, argv, message):
+    code, _, err = run_main(capsys, *argv)
+    assert code == 2
+    assert message in err
+
+
+def test_never_overwrites_without_overwrite(capsys, tmp_path):
+    out = tmp_path / "scores.csv"
+    out.write_text("precious\n")
+    code, _, err = run_main(capsys, DIR3 / "ref.wav", "-o", out)
+    assert code == 2 and "already exists" in err
+    assert out.read_text() == "precious\n"
+    code, _, _ = run_main(capsys, DIR3 / "ref.wav", "-o", out, "--overwrite")
+    assert code == 0 and read_rows(out)[0]["file"] == str(DIR3 / "ref.wav")
+
+
+def test_jsonl_output_with_windows(capsys, scorer, tmp_path):
+    out = tmp_path / "scores.jsonl"
+    code, _, _ = run_main(capsys, DIR3 / "lpcnu.wav", "-o", out, "--windows")
+    assert code == 0
+    [row] = [json.loads(line) for line in out.read_text().splitlines()]
+    [expected] = scorer.score_files([DIR3 / "lpcnu.wav"])
+    assert row["mos"] == pytest.approx(expected.mos, abs=1e-5)
+    assert row["window_starts"] == pytest.approx(expected.window_starts, abs=1e-4)
+    assert len(row["window_scores"]) == 2  # 7.8 s: two windows
+    assert row["sampling_rate"] == 16000 and row["channels"] == 1 and row["error"] is None
+
+
+def test_stdout_csv_and_format_flag(capsys):
+    code, out, _ = run_main(capsys, DIR3 / "ref.wav", "--format", "jsonl")
+    assert code == 0 and json.loads(out)["file"] == str(DIR3 / "ref.wav")
+
+
+def test_formats_and_sample_rates(capsys, scorer, tmp_path):
+    from torchcodec.decoders import AudioDecoder
+
+    source = DIR3 / "opus.wav"
+    reference = next(scorer.score_files([source])).mos
+    ffmpeg(source, tmp_path / "a.flac")
+    ffmpeg(source, tmp_path / "b.ogg", "-c:a", "libvorbis", "-q:a", "6")
+    ffmpeg(source, tmp_path / "c.mp3", "-b:a", "128k")
+    ffmpeg(source, tmp_path / "d.m4a", "-c:a", "aac", "-b:a", "128k")
+    ffmpeg(source, tmp_path / "e.wav", "-ar", "44100")
+    ffmpeg(source, tmp_path / "f.wav", "-ar", "8000")
+    code, out, err = run_main(capsys, tmp_path, "--no-progress")
+    assert code == 0, err
+    rows = {r["file"].rsplit("/", 1)[1]: r for r in csv.DictReader(out.splitlines())}
+    assert sorted(rows) == ["a.flac", "b.ogg", "c.mp3", "d.m4a", "e.wav", "f.wav"]
+    assert float(rows["a.flac"]["mos"]) == pytest.approx(reference, abs=1e-5)  # lossless
+    assert rows["e.wav"]["sampling_rate"] == "44100" and rows["f.wav"]["sampling_rate"] == "8000"
+    for name in ("b.ogg", "c.mp3", "d.m4a"):
+        # decoded through FFmpeg, then the same resample/score path
+        samples = AudioDecoder(str(tmp_path / name)).get_all_samples()
+        direct = scorer.score_array(samples.data[0].numpy(), samples.sample_rate).mos
+        assert float(rows[name]["mos"]) == pytest.approx(direct, abs=1e-4), name
+        assert abs(float(rows[name]["mos"]) - reference) < 0.5, name  # a good lossy copy scores near the original
+
+
+def test_multichannel_selection(capsys, scorer, tmp_path):
+    left = soundfile.read(DIR3 / "ref.wav", dtype="float32")[0]
+    right = soundfile.read(DIR3 / "speex.wav", dtype="float32")[0]
+    stereo = tmp_path / "stereo.wav"
+    soundfile.write(stereo, np.stack([left, right], axis=1), 16000, subtype="FLOAT")
+    expected = {
+        "first": scorer.score_array(left, 16000).mos,
+        "1": scorer.score_array(right, 16000).mos,
+        "mean": scorer.score_array((left + right) / 2, 16000).mos,
+    }
+    for channel, mos in expected.items():
+        code, out, _ = run_main(capsys, stereo, "--channel", channel)
+        row = next(csv.DictReader(out.splitlines()))
+        assert code == 0 and row["channels"] == "2"
+        assert float(row["mos"]) == pytest.approx(mos, abs=1e-5), channel
+    code, out, _ = run_main(capsys, stereo, "--channel", "2")
+    assert code == 1 and "channel 2 requested but the audio has 2 channel(s)" in next(csv.DictReader(out.splitlines()))["error"]
+
+
+def test_recursive_folders_and_file_lists(capsys, tmp_path):
+    code, _, err = run_main(capsys, GENSPEECH / "audio")
+    assert code == 2 and "use -r" in err
+    code, out, _ = run_main(capsys, GENSPEECH / "audio", "-r", "--no-progress")
+    assert code == 0 and len(list(csv.DictReader(out.splitlines()))) == 12
+
+    listing = tmp_path / "list.txt"
+    listing.write_text("ref.wav\nspeex.wav\n")
+    code, out, _ = run_main(capsys, DIR3, "-l", listing)
+    assert code == 0
+    assert [r["file"] for r in csv.DictReader(out.splitlines())] == [str(DIR3 / "ref.wav"), str(DIR3 / "speex.wav")]
+
+    table = tmp_path / "list.csv"
+    table.write_text("file,mos\nmelp.wav,2\n")
+    code, out, _ = run_main(capsys, DIR3, "-l", table)
+    assert code == 0 and next(csv.DictReader(out.splitlines()))["file"] == str(DIR3 / "melp.wav")
+
+
+def test_console_script_is_installed():
+    if shutil.which("distill-mos") is None:
+        pytest.skip("package not installed")
+    done = subprocess.run(["distill-mos", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--window-hop" in done.stdout
