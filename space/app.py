@@ -29,7 +29,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 SPACE_DIR = Path(__file__).resolve().parent
