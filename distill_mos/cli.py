@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--window-hop", type=float, default=None,
         help="fast mode for long audio: seconds between windows (default: exact, 1 s as the original; e.g. 4)",
     )
+    parser.add_argument(
+        "--backend", choices=["torch", "onnx"], default="torch",
+        help="network runtime: torch (default) or onnx (ONNX Runtime; needs onnx + onnxruntime; exported on first use)",
+    )
+    parser.add_argument("--onnx-path", default=None, help="ONNX file for --backend onnx (default: ~/.cache/distill-mos/)")
+    parser.add_argument("--half", action="store_true", help="float16 autocast on a CUDA GPU (faster, slightly different)")
     parser.add_argument("--model", default=None, help="model folder or Hub id (default: this checkout, else $DISTILL_MOS_MODEL, else the Hub)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-file errors on stderr")
@@ -168,9 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()
     try:
         scorer = DistillMOSScorer.from_pretrained(
-            args.model, device=args.device, batch_size=args.batch_size, window_hop=args.window_hop
+            args.model, device=args.device, batch_size=args.batch_size, window_hop=args.window_hop,
+            backend=args.backend, onnx_path=args.onnx_path, half=args.half,
         )
-    except (ValueError, RuntimeError, OSError) as error:
+    except (ValueError, RuntimeError, OSError, ImportError) as error:
         return usage_error(f"could not load the model: {error}")
 
     show_progress = len(files) >= PROGRESS_MIN_FILES and not (args.no_progress or args.quiet)

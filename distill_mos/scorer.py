@@ -1,5 +1,6 @@
 """`DistillMOSScorer`: score arrays, files and folders without wiring the feature extractor and model by hand."""
 
+import contextlib
 import itertools
 import os
 import sys
@@ -97,6 +98,8 @@ class DistillMOSScorer:
             larger values (e.g. 4 or 7.68) are the opt-in fast mode: fewer windows, slightly different scores.
         window_scorer: runs the network on windows instead of `model.score_windows` (e.g. an ONNX Runtime session,
             see `distill_mos.onnx_backend`); windowing and averaging stay in the model.
+        half: score in float16 autocast (CUDA only; faster on tensor-core GPUs, deviation measured by
+            `bench/benchmark.py`).
     """
 
     def __init__(
@@ -106,7 +109,10 @@ class DistillMOSScorer:
         batch_size: int = 8,
         window_hop: float | None = None,
         window_scorer: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        half: bool = False,
     ):
+        if half and model.device.type != "cuda":
+            raise ValueError("half precision (half=True, --half) needs the model on a CUDA GPU.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         if window_hop is not None and window_hop <= 0:
@@ -116,17 +122,31 @@ class DistillMOSScorer:
         self.batch_size = batch_size
         self.max_window_hop = None if window_hop is None else max(1, round(window_hop * model.config.sampling_rate))
         self.window_scorer = window_scorer
+        self.half = half
 
     @classmethod
     def from_pretrained(
         cls,
         location: str | os.PathLike | None = None,
         device: str | torch.device | None = "auto",
+        backend: str = "torch",
+        onnx_path: str | os.PathLike | None = None,
         **kwargs,
     ) -> "DistillMOSScorer":
-        """Loads the model and feature extractor from a folder or Hub id (default: `default_model_location()`)."""
+        """
+        Loads the model and feature extractor from a folder or Hub id (default: `default_model_location()`).
+
+        `backend="onnx"` scores windows with ONNX Runtime (needs `onnx` and `onnxruntime`), exporting the network to
+        `onnx_path` (default: `~/.cache/distill-mos/`) on first use; windowing and averaging stay in the model.
+        """
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}.")
         location = str(location or default_model_location())
         model = DistillMOSModel.from_pretrained(location).to(resolve_device(device))
+        if backend == "onnx":
+            from .onnx_backend import load_onnx_window_scorer  # onnxruntime stays an optional dependency
+
+            kwargs["window_scorer"] = load_onnx_window_scorer(model, onnx_path)
         return cls(model, DistillMOSFeatureExtractor.from_pretrained(location), **kwargs)
 
     @property
@@ -152,7 +172,9 @@ class DistillMOSScorer:
                 inputs = self.feature_extractor(
                     [waveforms[i] for i in batch], sampling_rate=self.sampling_rate, return_tensors="pt"
                 ).to(self.device)
-            with torch.inference_mode():
+            # half: float16 autocast on CUDA (convolutions and matmuls in half, norms and softmax in float32)
+            half = torch.autocast("cuda", dtype=torch.float16) if self.half else contextlib.nullcontext()
+            with torch.inference_mode(), half:
                 output = self.model(**inputs, max_window_hop=self.max_window_hop, window_scorer=self.window_scorer)
             for row, index in enumerate(batch):
                 mask = output.window_mask[row]
