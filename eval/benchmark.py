@@ -124,8 +124,13 @@ def load_any_dataset(source: str, split: str | None = None, config: str | None =
             raise BenchmarkError(f"{source}: no such folder")
         if _is_saved_dataset(folder):
             loaded = datasets.load_from_disk(str(folder))
-        else:
+        elif audiofolder:
             loaded = datasets.load_dataset("audiofolder", data_dir=str(folder))
+        else:  # a local dataset repository (parquet, csv + audio, ...): datasets picks the builder
+            try:
+                loaded = datasets.load_dataset(str(folder), name=config)
+            except Exception as error:  # noqa: BLE001
+                raise BenchmarkError(f"cannot load the dataset folder {source}: {type(error).__name__}: {error}") from None
     else:
         try:
             loaded = datasets.load_dataset(source, name=config, split=split)
@@ -220,7 +225,12 @@ def score_dataset(dataset, scorer, channel: str | int = "first", batch_size: int
                 p, e = ours(part, desc=f"Distill-MOS (rows {start}+)")
             except Exception:  # noqa: BLE001
                 p, e = [], []
+                missing = _missing_files(part)
                 for row in range(len(part)):
+                    if missing[row]:
+                        p.append(None)
+                        e.append(f"no such file: {missing[row]}")
+                        continue
                     try:
                         one = ours(part.select([row]), desc=None)
                         p.append(one[0][0])
@@ -239,6 +249,17 @@ def score_dataset(dataset, scorer, channel: str | int = "first", batch_size: int
             for row, value in zip(scored_rows, values):
                 out[name][row] = value
     return out
+
+
+def _missing_files(part) -> list[str | None]:
+    """Per row, the audio's local path when it names a file that does not exist (and holds no bytes), else None."""
+    import datasets
+    import pyarrow.compute as pc
+
+    table = part.cast_column(AUDIO, datasets.Audio(decode=False)).select_columns([AUDIO]).with_format("arrow")[:][AUDIO]
+    paths, blobs = pc.struct_field(table, "path").to_pylist(), pc.struct_field(table, "bytes").is_null().to_pylist()
+    return [path if path and no_bytes and "://" not in path and not Path(path).exists() else None
+            for path, no_bytes in zip(paths, blobs)]
 
 
 def _decode_error(error: Exception) -> str:
@@ -414,6 +435,8 @@ def run_benchmark(dataset, out_dir: str | Path, *, name: str, scorer=None, paper
     labels, items = dataset[LABEL], dataset[ITEM]
     systems = dataset[SYSTEM] if SYSTEM in dataset.column_names else None
     rated = [label for label in labels if label is not None]
+    if not rated:
+        raise BenchmarkError("no row has a human MOS label")
     figures = compute_figures(scores, labels, systems, mos_scale)
     if figures[OURS]["n"] == 0:
         raise BenchmarkError("no item could be scored: " + "; ".join(sorted({e for e in scores["_errors"] if e})[:3]))

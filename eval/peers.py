@@ -56,7 +56,8 @@ class DNSMOSPeer:
             return out
 
         scored = dataset.map(score_batch, batched=True, batch_size=8, keep_in_memory=True,
-                             remove_columns=dataset.column_names, desc="DNSMOS")
+                             remove_columns=dataset.column_names, desc="DNSMOS",
+                             new_fingerprint=f"{dataset._fingerprint}-dnsmos")  # the closure cannot be hashed
         return {name: scored[name] for name in self.names}
 
 
