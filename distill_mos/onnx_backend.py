@@ -13,6 +13,7 @@ Windowing and averaging stay in [`DistillMOSModel`]; only `score_windows` is rep
 import copy
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,9 @@ def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET, check: 
     example = torch.randn(2, model.config.window_length) * 0.1
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Cc]onstant folding.*")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
             torch.onnx.export(
                 network,
                 (example,),

@@ -1,0 +1,144 @@
+"""
+The fast paths of exact mode (NHWC + fused oneDNN convolution/LeakyReLU, batch norms folded into the projection,
+one window per core on CPU, cached constants) against the real original, and fast mode's contract.
+"""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import all_sample_files
+
+TOLERANCE = 1e-4  # MOS
+
+
+def speech(seconds: float) -> torch.Tensor:
+    """Speech-like input of any length: the bundled 16 kHz clips end to end, cut or repeated."""
+    clips = [sf.read(p, dtype="float32")[0] for p in all_sample_files() if sf.info(p).samplerate == 16000]
+    audio = np.concatenate(clips)
+    samples = int(seconds * 16000)
+    return torch.from_numpy(np.resize(audio, samples).astype(np.float32))[None]
+
+
+@pytest.fixture(scope="module")
+def clips():
+    # 1 window (short), exactly one window, 2 windows, 3 windows (odd: exercises the remainder path on 2 cores)
+    return {name: speech(seconds) for name, seconds in [("3s", 3.0), ("7.68s", 7.68), ("8s", 8.0), ("9.5s", 9.5)]}
+
+
+@pytest.fixture(scope="module")
+def original_scores(original_model, clips):
+    with torch.no_grad():
+        return {name: original_model(x).item() for name, x in clips.items()}
+
+
+@pytest.mark.parametrize("window_batch_size", [None, 1, 3])
+def test_exact_mode_matches_the_original(model, clips, original_scores, window_batch_size):
+    for name, x in clips.items():
+        with torch.inference_mode():
+            ours = model(x, window_batch_size=window_batch_size).mos.item()
+        assert abs(ours - original_scores[name]) <= TOLERANCE, name
+
+
+def test_plain_paths_match_the_fast_paths(model, clips, original_scores):
+    """Training-style eager path (grad on: no fusion, no folding, no worker threads) gives the same scores."""
+    x = clips["9.5s"]
+    model.cpu_window_threads = False
+    try:
+        with torch.inference_mode():
+            single = model(x).mos.item()
+    finally:
+        model.cpu_window_threads = True
+    with torch.no_grad():
+        threaded = model(x).mos.item()
+    with torch.enable_grad():
+        plain = model(x).mos.item()
+    assert abs(single - threaded) <= 1e-5 and abs(plain - threaded) <= 1e-5
+    assert abs(plain - original_scores["9.5s"]) <= TOLERANCE
+
+
+def test_worker_threads_restore_the_thread_setting(model, clips):
+    before = torch.get_num_threads()
+    windows = torch.cat([clips["8s"][:, :122880]] * 2)
+    with torch.inference_mode():
+        model.score_windows(windows)
+    assert torch.get_num_threads() == before
+
+
+def test_cpu_default_window_batch_size_is_one_window_per_core(model):
+    assert model.config.window_batch_size is None
+    assert model._window_batch_size(torch.device("cpu")) == torch.get_num_threads()
+
+
+def test_folded_batch_norms_equal_the_unfolded_path(model):
+    window = speech(7.68)
+    encoder = model.encoder
+    with torch.no_grad():
+        features = model.feature_encoder(model.spectrogram(window / window.abs().max()))
+        folded = encoder.project(features)
+        unfolded = encoder.projection(encoder.projection_norm(encoder.input_norm(features)))
+    # float32 reassociation only: relative to the activations' scale
+    assert float((folded - unfolded).abs().max()) <= 1e-5 * float(unfolded.abs().max())
+
+
+def test_fused_convolutions_equal_the_plain_layers(model):
+    from modeling_distillmos import _fused_conv_leaky_relu
+
+    torch.manual_seed(0)
+    hidden = torch.randn(1, 2, 161, 64)
+    with torch.no_grad():
+        for layer in model.feature_encoder.conv_layers:
+            expected = layer(hidden)
+            hidden = _fused_conv_leaky_relu(layer, hidden.contiguous(memory_format=torch.channels_last))
+            torch.testing.assert_close(hidden, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_constants_are_built_once(model):
+    cpu = torch.device("cpu")
+    assert model.spectrogram.hann_window(cpu, torch.float32) is model.spectrogram.hann_window(cpu, torch.float32)
+    assert model.encoder.position_table(cpu, torch.float32) is model.encoder.position_table(cpu, torch.float32)
+    torch.testing.assert_close(model.spectrogram.hann_window(cpu, torch.float32), torch.hann_window(320))
+
+
+def test_fast_mode_uses_fewer_windows_and_stays_close(model):
+    x = speech(30.0)
+    with torch.inference_mode():
+        exact = model(x)
+        fast = model(x, max_window_hop=122880)
+    assert int(exact.window_mask.sum()) == 24 and int(fast.window_mask.sum()) == 4
+    # this input splices different codecs every ~8 s (worst case for sparse windows); see bench/README.md for
+    # the deviation on homogeneous long recordings
+    assert abs(exact.mos.item() - fast.mos.item()) < 0.5
+
+
+def test_fast_mode_option_of_the_scorer(model, feature_extractor):
+    from distill_mos import DistillMOSScorer
+
+    scorer = DistillMOSScorer(model, feature_extractor, window_hop=7.68)
+    assert scorer.max_window_hop == 122880
+    score = scorer.score_array(speech(20.0)[0].numpy(), 16000)
+    assert len(score.window_scores) == 3 and score.window_starts[-1] == pytest.approx(20.0 - 7.68)
+
+
+def test_half_needs_cuda(model, feature_extractor):
+    from distill_mos import DistillMOSScorer
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: covered by test_cuda_paths")
+    with pytest.raises(ValueError, match="CUDA"):
+        DistillMOSScorer(model, feature_extractor, half=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_paths(feature_extractor, clips, original_scores):
+    """float32 on CUDA matches the original; float16 autocast stays within 0.05 MOS."""
+    from distill_mos import DistillMOSScorer
+    from modeling_distillmos import DistillMOSModel
+    from conftest import ROOT
+
+    gpu_model = DistillMOSModel.from_pretrained(str(ROOT)).to("cuda").eval()
+    for half, tolerance in ((False, 1e-3), (True, 0.05)):
+        scorer = DistillMOSScorer(gpu_model, feature_extractor, half=half)
+        for name, x in clips.items():
+            assert abs(scorer.score_array(x[0].numpy(), 16000).mos - original_scores[name]) <= tolerance, (half, name)
