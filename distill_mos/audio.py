@@ -1,5 +1,6 @@
 """Decoding audio files to mono float32 waveforms: the one decode path of the CLI, the API, the Space and eval."""
 
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,17 +50,17 @@ def select_channel(samples: np.ndarray, channel: str | int = "first") -> np.ndar
     return samples[index]
 
 
-def _decode_soundfile(path: Path) -> tuple[np.ndarray, int]:
+def _decode_soundfile(source: Path | io.BytesIO) -> tuple[np.ndarray, int]:
     import soundfile
 
-    data, sampling_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    data, sampling_rate = soundfile.read(source if isinstance(source, io.BytesIO) else str(source), dtype="float32", always_2d=True)
     return np.ascontiguousarray(data.T), int(sampling_rate)
 
 
-def _decode_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+def _decode_ffmpeg(source: Path | io.BytesIO) -> tuple[np.ndarray, int]:
     from torchcodec.decoders import AudioDecoder
 
-    samples = AudioDecoder(str(path)).get_all_samples()
+    samples = AudioDecoder(source.getvalue() if isinstance(source, io.BytesIO) else str(source)).get_all_samples()
     return samples.data.numpy(), int(samples.sample_rate)
 
 
@@ -84,23 +85,35 @@ def load_audio(path: str | Path, channel: str | int = "first") -> DecodedAudio:
     if path.stat().st_size == 0:
         raise AudioFileError(path, "file is empty (0 bytes)")
 
-    decoders = [_decode_soundfile, _decode_ffmpeg]
-    if path.suffix.lower() not in SOUNDFILE_SUFFIXES:
-        decoders.reverse()
+    return _decode(path, path, channel, soundfile_first=path.suffix.lower() in SOUNDFILE_SUFFIXES)
+
+
+def decode_bytes(data: bytes, name: str = "audio bytes", channel: str | int = "first") -> DecodedAudio:
+    """Like `load_audio`, for an encoded file held in memory (e.g. an undecoded 🤗 datasets `Audio` value)."""
+    if not data:
+        raise AudioFileError(name, "file is empty (0 bytes)")
+    suffix = Path(name).suffix.lower()
+    return _decode(io.BytesIO(data), name, channel, soundfile_first=suffix in SOUNDFILE_SUFFIXES or not suffix)
+
+
+def _decode(source: Path | io.BytesIO, name, channel: str | int, soundfile_first: bool) -> DecodedAudio:
+    decoders = [_decode_soundfile, _decode_ffmpeg] if soundfile_first else [_decode_ffmpeg, _decode_soundfile]
     failures = []
     for decode in decoders:
         try:
-            samples, sampling_rate = decode(path)
+            if isinstance(source, io.BytesIO):
+                source.seek(0)
+            samples, sampling_rate = decode(source)
             break
         except Exception as error:  # noqa: BLE001 - each decoder has its own exception types
             failures.append(_first_line(error))
     else:
-        raise AudioFileError(path, f"not a readable audio file ({failures[0]})")
+        raise AudioFileError(name, f"not a readable audio file ({failures[0]})")
 
     if samples.ndim != 2 or samples.shape[1] == 0:
-        raise AudioFileError(path, "contains no audio samples")
+        raise AudioFileError(name, "contains no audio samples")
     try:
         waveform = select_channel(samples, channel)
     except ValueError as error:
-        raise AudioFileError(path, str(error)) from None
+        raise AudioFileError(name, str(error)) from None
     return DecodedAudio(np.ascontiguousarray(waveform, dtype=np.float32), sampling_rate, samples.shape[0])

@@ -2,21 +2,29 @@
 
 import numpy as np
 
-from .audio import select_channel
+from .audio import decode_bytes, load_audio, select_channel
 from .scorer import DistillMOSScorer
 
 
 def example_waveform(audio, channel: str | int = "first") -> tuple[np.ndarray, int]:
     """
-    One decoded `Audio` value -> (mono waveform, sampling rate). Accepts datasets 5's torchcodec `AudioDecoder`
-    (all channels decoded, then `channel` picked, as the command line tool does) and `{"array", "sampling_rate"}`
-    dicts (a 2-D array is read as (channels, samples)).
+    One `Audio` value -> (mono waveform, sampling rate). Accepts undecoded `{"path", "bytes"}` values (decoded here
+    exactly as the command line tool decodes files), datasets 5's torchcodec `AudioDecoder` (all channels decoded,
+    then `channel` picked) and `{"array", "sampling_rate"}` dicts (a 2-D array is read as (channels, samples)).
     """
     if hasattr(audio, "get_all_samples"):
         samples = audio.get_all_samples()
         data, sampling_rate = samples.data.numpy(), int(samples.sample_rate)
-    else:
+    elif "array" in audio:
         data, sampling_rate = np.asarray(audio["array"]), audio["sampling_rate"]
+    elif audio.get("bytes"):
+        decoded = decode_bytes(audio["bytes"], name=audio.get("path") or "audio bytes", channel=channel)
+        return decoded.waveform, decoded.sampling_rate
+    elif audio.get("path"):
+        decoded = load_audio(audio["path"], channel)
+        return decoded.waveform, decoded.sampling_rate
+    else:
+        raise ValueError("the audio value has neither samples, bytes nor a path")
     if data.ndim == 2:
         data = select_channel(data, channel)
     return data, sampling_rate
@@ -69,4 +77,12 @@ def add_mos_column(
         return out
 
     map_kwargs.setdefault("desc", "Distill-MOS")
-    return dataset.map(score_batch, batched=True, batch_size=batch_size, **map_kwargs)
+    feature = dataset.features[audio_column]
+    decodes_itself = getattr(feature, "decode", False) and type(feature).__name__ == "Audio"
+    if decodes_itself:
+        # Decode inside score_batch, row by row, so that one unreadable file cannot stop the whole map.
+        from datasets import Audio
+
+        dataset = dataset.cast_column(audio_column, Audio(decode=False))
+    scored = dataset.map(score_batch, batched=True, batch_size=batch_size, **map_kwargs)
+    return scored.cast_column(audio_column, feature) if decodes_itself else scored

@@ -131,3 +131,29 @@ def test_add_mos_column_keeps_going_past_a_bad_row(scorer):
     scored = add_mos_column(plain, scorer=scorer)
     assert scored["mos"][0] == pytest.approx(scorer.score_array(good, 16000).mos, abs=1e-5)
     assert scored["mos"][1] is None and "empty" in scored["mos_error"][1]
+
+
+def test_add_mos_column_survives_unreadable_files(scorer, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_text("not audio at all")
+    files = [str(DIR3 / "lpcnq.wav"), str(tmp_path / "missing.wav"), str(corrupt), str(DIR3 / "speex.wav")]
+    dataset = datasets.Dataset.from_dict({"audio": files}).cast_column("audio", datasets.Audio())
+    scored = add_mos_column(dataset, scorer=scorer, batch_size=4)
+    assert scored.features["audio"] == dataset.features["audio"]  # the column is left as it was
+    assert scored["mos"][0] == pytest.approx(next(scorer.score_files([files[0]])).mos, abs=1e-5)
+    assert scored["mos"][3] == pytest.approx(next(scorer.score_files([files[3]])).mos, abs=1e-5)
+    assert scored["mos"][1] is None and "missing.wav: no such file" in scored["mos_error"][1]
+    assert scored["mos"][2] is None and "corrupt.wav: not a readable audio file" in scored["mos_error"][2]
+
+
+def test_decode_bytes_matches_load_audio():
+    from distill_mos.audio import decode_bytes
+
+    path = DATA / "tcdvoip/audio/Test_Set/NOISE/C_09_NOISE_MK.wav"
+    from_bytes = decode_bytes(path.read_bytes(), name=path.name)
+    from_file = load_audio(path)
+    np.testing.assert_array_equal(from_bytes.waveform, from_file.waveform)
+    assert from_bytes.sampling_rate == from_file.sampling_rate == 48000
+    with pytest.raises(AudioFileError, match="x.wav: file is empty"):
+        decode_bytes(b"", name="x.wav")
