@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .audio import decode_bytes, load_audio, select_channel
+from .audio import AudioFileError, decode_bytes, load_audio, select_channel
 from .scorer import DistillMOSScorer
 
 
@@ -62,6 +62,9 @@ def add_mos_column(
                 waveform, sampling_rate = example_waveform(audio, channel)
                 prepared.append(scorer.prepare(waveform, sampling_rate))
                 errors.append(None)
+            except AudioFileError as error:  # the row names its file already: keep the reason
+                prepared.append(None)
+                errors.append(error.reason)
             except Exception as error:  # noqa: BLE001 - a bad row must not lose the others' scores
                 prepared.append(None)
                 errors.append(str(error).replace("the clip ", "", 1))
@@ -85,4 +88,6 @@ def add_mos_column(
 
         dataset = dataset.cast_column(audio_column, Audio(decode=False))
     scored = dataset.map(score_batch, batched=True, batch_size=batch_size, **map_kwargs)
-    return scored.cast_column(audio_column, feature) if decodes_itself else scored
+    if decodes_itself and audio_column in scored.column_names:  # unless map_kwargs removed it
+        scored = scored.cast_column(audio_column, feature)
+    return scored

@@ -207,39 +207,13 @@ def score_dataset(dataset, scorer, channel: str | int = "first", batch_size: int
     """Scores the normalised set: {estimator name: per-row scores (None where it failed)}, plus per-row errors."""
     from distill_mos import add_mos_column
 
-    def ours(part, **kwargs):
+    def ours(part):
         scored = add_mos_column(part, scorer, audio_column=AUDIO, column=PRED, channel=channel, batch_size=batch_size,
-                                keep_in_memory=True, remove_columns=[AUDIO], **kwargs)
+                                keep_in_memory=True, remove_columns=[AUDIO])
         return scored[PRED], scored[f"{PRED}_error"]
 
-    try:
-        predictions, errors = ours(dataset)
-    except Exception:  # noqa: BLE001
-        # A file that cannot be opened at all (missing, not audio) makes `datasets` fail while decoding the batch,
-        # before add_mos_column's per-row error handling runs: rescore batch by batch, and row by row where a batch
-        # fails, so that the bad rows are reported and the others scored.
-        predictions, errors = [], []
-        for start in range(0, len(dataset), batch_size):
-            part = dataset.select(range(start, min(start + batch_size, len(dataset))))
-            try:
-                p, e = ours(part, desc=f"Distill-MOS (rows {start}+)")
-            except Exception:  # noqa: BLE001
-                p, e = [], []
-                missing = _missing_files(part)
-                for row in range(len(part)):
-                    if missing[row]:
-                        p.append(None)
-                        e.append(f"no such file: {missing[row]}")
-                        continue
-                    try:
-                        one = ours(part.select([row]), desc=None)
-                        p.append(one[0][0])
-                        e.append(one[1][0])
-                    except Exception as error:  # noqa: BLE001
-                        p.append(None)
-                        e.append(_decode_error(error))
-            predictions += p
-            errors += e
+    # add_mos_column decodes row by row and reports unreadable or missing files as errors, never raising.
+    predictions, errors = ours(dataset)
     out = {OURS: predictions, "_errors": errors}
     scored_rows = [i for i, p in enumerate(predictions) if p is not None]  # peers skip what we could not decode
     for peer in peers:
@@ -249,24 +223,6 @@ def score_dataset(dataset, scorer, channel: str | int = "first", batch_size: int
             for row, value in zip(scored_rows, values):
                 out[name][row] = value
     return out
-
-
-def _missing_files(part) -> list[str | None]:
-    """Per row, the audio's local path when it names a file that does not exist (and holds no bytes), else None."""
-    import datasets
-    import pyarrow.compute as pc
-
-    table = part.cast_column(AUDIO, datasets.Audio(decode=False)).select_columns([AUDIO]).with_format("arrow")[:][AUDIO]
-    paths, blobs = pc.struct_field(table, "path").to_pylist(), pc.struct_field(table, "bytes").is_null().to_pylist()
-    return [path if path and no_bytes and "://" not in path and not Path(path).exists() else None
-            for path, no_bytes in zip(paths, blobs)]
-
-
-def _decode_error(error: Exception) -> str:
-    """A decoder's exception -> one readable line, without the C++ source location."""
-    text = re.sub(r"\S+\.(?:cpp|h|c):\d+,?\s*", "", str(error)).strip()
-    text = re.sub(r"^\w+Decoder,\s*", "", text)
-    return f"cannot decode: {text.splitlines()[0] if text else type(error).__name__}"
 
 
 # --- figures ----------------------------------------------------------------------------------------------------

@@ -143,8 +143,8 @@ def test_add_mos_column_survives_unreadable_files(scorer, tmp_path):
     assert scored.features["audio"] == dataset.features["audio"]  # the column is left as it was
     assert scored["mos"][0] == pytest.approx(next(scorer.score_files([files[0]])).mos, abs=1e-5)
     assert scored["mos"][3] == pytest.approx(next(scorer.score_files([files[3]])).mos, abs=1e-5)
-    assert scored["mos"][1] is None and "missing.wav: no such file" in scored["mos_error"][1]
-    assert scored["mos"][2] is None and "corrupt.wav: not a readable audio file" in scored["mos_error"][2]
+    assert scored["mos"][1] is None and scored["mos_error"][1] == "no such file"
+    assert scored["mos"][2] is None and scored["mos_error"][2].startswith("not a readable audio file")
 
 
 def test_decode_bytes_matches_load_audio():
