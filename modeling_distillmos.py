@@ -458,12 +458,13 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         lengths = self._validate(input_values, attention_mask)
-        if attention_mask is not None:
-            input_values = input_values * attention_mask.to(input_values.dtype)
-
         window_length = self.config.window_length
-        if input_values.shape[1] < window_length:  # short clips are zero-padded to one window
-            input_values = F.pad(input_values, (0, window_length - input_values.shape[1]))
+
+        def window(clip: int, start: int) -> torch.Tensor:
+            # Cut from the clip's own samples only, so padding never leaks in; short clips are zero-padded to one
+            # window. No clip-sized temporaries: an hour of audio costs its input tensor and one chunk of windows.
+            samples = input_values[clip, start : min(start + window_length, lengths[clip])]
+            return F.pad(samples, (0, window_length - samples.shape[0]))
 
         hop = max_window_hop or self.config.max_window_hop
         starts = [plan_windows(n, window_length, hop) for n in lengths]
@@ -471,7 +472,7 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         chunk = window_batch_size or self._window_batch_size(input_values.device)
         normalized = []
         for first in range(0, len(plan), chunk):
-            windows = torch.stack([input_values[c, s : s + window_length] for c, s in plan[first : first + chunk]])
+            windows = torch.stack([window(c, s) for c, s in plan[first : first + chunk]])
             normalized.append((window_scorer or self.score_windows)(windows))
         normalized = torch.cat(normalized)
 
@@ -520,21 +521,18 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
                 f"attention_mask has shape {tuple(attention_mask.shape)} but input_values has shape "
                 f"{tuple(input_values.shape)}; they must match (one mask value per sample)."
             )
-        mask = attention_mask.to(torch.long)
-        if bool(((mask != 0) & (mask != 1)).any()):
-            raise ValueError("attention_mask must contain only 0 (padding) and 1 (audio).")
-        lengths = mask.sum(dim=1)
-        # Only right padding is supported: every row must be ones followed by zeros.
-        positions = torch.arange(mask.shape[1], device=mask.device)[None, :]
-        if bool((mask != (positions < lengths[:, None]).to(mask.dtype)).any()):
-            raise ValueError(
-                "attention_mask must mark each clip as one run of 1s followed by 0s (right padding); "
-                "got a mask with gaps or left padding."
-            )
-        if bool((lengths == 0).any()):
-            empty = torch.nonzero(lengths == 0).flatten().tolist()
-            raise ValueError(f"attention_mask marks clip(s) {empty} as empty: there is no audio to score.")
-        return lengths.tolist()
+        lengths = []
+        for row, mask in enumerate(attention_mask):  # row by row: no clip-sized int64 temporaries on long audio
+            length = int(mask.count_nonzero())
+            if not bool((mask[:length] == 1).all()) or bool(mask[length:].any()):
+                raise ValueError(
+                    f"attention_mask row {row} is not one run of 1s followed by 0s: only 0 (padding) and 1 (audio) "
+                    "are allowed, with the padding on the right (no gaps, no left padding)."
+                )
+            if length == 0:
+                raise ValueError(f"attention_mask marks clip {row} as empty: there is no audio to score.")
+            lengths.append(length)
+        return lengths
 
 
 __all__ = ["DistillMOSModel", "DistillMOSPreTrainedModel", "DistillMOSOutput", "plan_windows"]

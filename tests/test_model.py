@@ -204,7 +204,7 @@ def test_bad_clip_in_a_batch_is_named(feature_extractor):
         (lambda m: m[:, :-1], "must match"),
         (lambda m: torch.cat([m, m]), "must match"),
         (lambda m: m * 2, "only 0"),
-        (lambda m: m.index_fill(1, torch.tensor([5]), 0), "gaps or left padding"),
+        (lambda m: m.index_fill(1, torch.tensor([5]), 0), "no gaps, no left padding"),
         (lambda m: torch.zeros_like(m), "empty"),
     ],
     ids=["short", "rows", "values", "gap", "all-zero"],
