@@ -2,6 +2,7 @@
 """Feature extractor for Distill-MOS: validates, converts, resamples and pads raw waveforms."""
 
 import functools
+import math
 import warnings
 
 import numpy as np
@@ -12,6 +13,11 @@ from transformers.utils import PaddingStrategy, TensorType
 
 # Full scale of integer PCM, as decoders (soundfile, torchaudio) map it to [-1, 1).
 _PCM_SCALE = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
+
+
+# torchaudio's sinc kernel has new_freq / gcd phases of about 12 * orig_freq / gcd taps each: rates sharing no large
+# factor with 16 kHz (8001 Hz, 199999999 Hz) would need gigabytes. Every usual rate stays under this many phases.
+MAX_RESAMPLING_PHASES = 1000
 
 
 @functools.lru_cache(maxsize=16)
@@ -26,6 +32,12 @@ def resample(waveform: np.ndarray, orig_freq: int, new_freq: int) -> np.ndarray:
     """Resample a float32 mono waveform (samples,) with torchaudio's sinc interpolation (the original's choice)."""
     if orig_freq == new_freq:
         return waveform
+    phases = new_freq // math.gcd(orig_freq, new_freq)
+    if phases > MAX_RESAMPLING_PHASES:
+        raise ValueError(
+            f"a sampling rate of {orig_freq} Hz cannot be resampled to {new_freq} Hz exactly at a sane cost (the rates "
+            f"share no large common factor); convert the audio first, e.g. `ffmpeg -i in.wav -ar {new_freq} out.wav`."
+        )
     with torch.inference_mode():
         return _resampler(orig_freq, new_freq)(torch.from_numpy(waveform)[None])[0].numpy()
 
@@ -74,7 +86,7 @@ def to_float_waveform(clip, name: str = "the clip") -> np.ndarray:
         raise ValueError(f"{name} is empty (0 samples): there is no audio to score.")
 
     if clip.dtype.kind == "f":
-        waveform = clip.astype(np.float32, copy=False)
+        waveform = np.ascontiguousarray(clip, dtype=np.float32)  # also undoes negative strides (x[::-1])
     elif clip.dtype in _PCM_SCALE:
         waveform = (clip.astype(np.float32) / _PCM_SCALE[clip.dtype]).astype(np.float32)
     elif clip.dtype == np.uint8:  # 8-bit PCM is unsigned, centred at 128

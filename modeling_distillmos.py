@@ -3,6 +3,7 @@
 """PyTorch Distill-MOS: a compact speech-quality (MOS) estimator, ported from PyPI `distillmos` 0.9.1."""
 
 import math
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -327,23 +328,47 @@ class DistillMOSAttentionPooling(nn.Module):
         return self.readout(pooled).squeeze(-1)
 
 
+_SINGLE_THREADED_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _single_threaded_pool(workers: int) -> ThreadPoolExecutor:
+    """
+    A long-lived pool of `workers` threads that each run torch ops on one intra-op thread.
+
+    `torch.set_num_threads` also changes the default that threads started meanwhile inherit, so it is called once per
+    worker here, while all workers start together under a lock, and the caller's setting is restored right after:
+    other threads (request handlers, decoders) never see the single-threaded setting.
+    """
+    with _POOLS_LOCK:
+        pool = _SINGLE_THREADED_POOLS.get(workers)
+        if pool is None:
+            threads = torch.get_num_threads()
+            started = threading.Barrier(workers)
+
+            def single_threaded() -> None:
+                torch.set_num_threads(1)
+                started.wait()  # every worker is its own thread: none is reused before all have started
+
+            pool = ThreadPoolExecutor(workers, thread_name_prefix="distill-mos-window", initializer=single_threaded)
+            for future in [pool.submit(lambda: None) for _ in range(workers)]:
+                future.result()
+            torch.set_num_threads(threads)
+            _SINGLE_THREADED_POOLS[workers] = pool
+        return pool
+
+
 def _score_on_worker_threads(
     score: Callable[[torch.Tensor], torch.Tensor], windows: torch.Tensor, workers: int
 ) -> torch.Tensor:
-    """Scores `windows` one at a time on `workers` threads of one intra-op thread each; returns `(n,)` in order."""
+    """Scores `windows` one at a time on `workers` single-threaded workers; returns `(n,)` in order."""
     inference = torch.is_inference_mode_enabled()
-    threads = torch.get_num_threads()
 
     def run(window: torch.Tensor) -> torch.Tensor:
-        torch.set_num_threads(1)  # for this worker's OpenMP team; the caller's setting is restored below
         with torch.inference_mode(inference), torch.no_grad():
             return score(window[None])
 
-    try:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="distill-mos-window") as pool:
-            return torch.cat(list(pool.map(run, windows)))
-    finally:
-        torch.set_num_threads(threads)
+    return torch.cat(list(_single_threaded_pool(workers).map(run, windows)))
 
 
 class DistillMOSPreTrainedModel(PreTrainedModel):
@@ -474,7 +499,7 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         for first in range(0, len(plan), chunk):
             windows = torch.stack([window(c, s) for c, s in plan[first : first + chunk]])
             normalized.append((window_scorer or self.score_windows)(windows))
-        normalized = torch.cat(normalized)
+        normalized = torch.cat(normalized).float()  # aggregate in float32, whatever precision scored the windows
 
         batch, max_windows = len(starts), max(len(s) for s in starts)
         counts = torch.tensor([len(s) for s in starts], device=normalized.device)
@@ -482,7 +507,7 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         per_window = normalized.new_full((batch, max_windows), float("nan"))
         per_window[window_mask] = normalized
         # As the original: the mean is taken over the sigmoid outputs, then mapped to the MOS range.
-        mean = per_window.nan_to_num(0.0).sum(dim=1) / counts
+        mean = torch.where(window_mask, per_window, 0.0).sum(dim=1) / counts  # a NaN window score stays visible
         scale = self.config.mos_max - self.config.mos_min
         mos = self.config.mos_min + scale * mean
         window_scores = self.config.mos_min + scale * per_window

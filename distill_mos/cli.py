@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--onnx-path", default=None, help="ONNX file for --backend onnx (default: ~/.cache/distill-mos/)")
     parser.add_argument("--half", action="store_true", help="float16 autocast on a CUDA GPU (faster, slightly different)")
-    parser.add_argument("--model", default=None, help="model folder or Hub id (default: this checkout, else $DISTILL_MOS_MODEL, else the Hub)")
+    parser.add_argument("--model", default=None, help="model folder or Hub id (default: $DISTILL_MOS_MODEL, else this checkout or the pip-installed copy, else the Hub)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-file errors on stderr")
     return parser

@@ -69,7 +69,12 @@ def add_mos_column(
                 prepared.append(None)
                 errors.append(str(error).replace("the clip ", "", 1))
         good = [i for i, w in enumerate(prepared) if w is not None]
-        scores = dict(zip(good, scorer.score_prepared([prepared[i] for i in good])))
+        scores = {}
+        for i, score in zip(good, scorer.score_prepared_each([prepared[i] for i in good]) if good else []):
+            if isinstance(score, str):
+                errors[i] = score
+            else:
+                scores[i] = score
         out = {
             column: [scores[i].mos if i in scores else None for i in range(len(prepared))],
             f"{column}_error": errors,

@@ -31,7 +31,8 @@ def default_model_location() -> str:
     if os.environ.get("DISTILL_MOS_MODEL"):
         return os.environ["DISTILL_MOS_MODEL"]
     for folder in (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "distill-mos"):
-        if all((folder / name).is_file() for name in _MODEL_FILES):
+        # a git checkout without git-lfs holds a ~130-byte pointer instead of the 16 MB weights: not a model
+        if all((folder / name).is_file() for name in _MODEL_FILES) and (folder / "model.safetensors").stat().st_size > 1_000_000:
             return str(folder)
     return DEFAULT_HUB_ID
 
@@ -226,13 +227,14 @@ class DistillMOSScorer:
             result.error = error.reason
         except ValueError as error:
             result.error = str(error)
+        except Exception as error:  # noqa: BLE001 - whatever a decoder or resampler raises stays this file's problem
+            result.error = f"could not be read: {type(error).__name__}: {error}"
         return _Prepared(result)
 
     def score_files(
         self,
         paths: Iterable[str | Path],
         channel: str | int = "first",
-        on_result: Callable[[FileScore], None] | None = None,
     ) -> Iterator[FileScore]:
         """
         Scores files in input order, `batch_size` at a time, decoding the next batch in a background thread while the
@@ -252,20 +254,32 @@ class DistillMOSScorer:
                 pending = pool.submit(prepare_group, group) if group else None
                 yield from self._score_prepared_files(prepared)
 
+    def score_prepared_each(self, waveforms: Sequence[np.ndarray]) -> list[Score | str]:
+        """
+        Like `score_prepared`, but never raises: a clip that cannot be scored gets the reason (a str) in its place.
+        When a batch fails (e.g. out of memory), its clips are scored one by one, so only the culprit loses its score.
+        """
+        try:
+            scores = self.score_prepared(waveforms)
+        except Exception as error:  # noqa: BLE001 - isolate the failing clip below
+            if len(waveforms) == 1:
+                return [f"scoring failed: {type(error).__name__}: {error}"]
+            scores = [self.score_prepared_each([waveform])[0] for waveform in waveforms]
+        return [
+            "scoring gave a non-finite score" if isinstance(s, Score) and not np.isfinite(s.mos) else s for s in scores
+        ]
+
     def _score_prepared_files(self, prepared: list[_Prepared]) -> Iterator[FileScore]:
         good = [p for p in prepared if p.waveform is not None]
-        if good:
-            try:
-                scores = self.score_prepared([p.waveform for p in good])
-            except Exception as error:  # noqa: BLE001 - e.g. out of memory: report it on these files, go on
-                scores = None
-                for p in good:
-                    p.result.error = f"scoring failed: {type(error).__name__}: {error}"
-            if scores is not None:
-                for p, score in zip(good, scores):
-                    p.result.mos = score.mos
-                    p.result.window_scores = score.window_scores
-                    p.result.window_starts = score.window_starts
+        for p, score in zip(good, self.score_prepared_each([p.waveform for p in good]) if good else []):
+            if isinstance(score, str):
+                p.result.error = score
+            else:
+                p.result.mos, p.result.window_scores, p.result.window_starts = (
+                    score.mos,
+                    score.window_scores,
+                    score.window_starts,
+                )
         for p in prepared:
             yield p.result
 
