@@ -251,18 +251,15 @@ class SpaceScorer:
             results.append(result)
             if prepared.waveform is not None:
                 ready.append(prepared)
-        if ready:
-            try:
-                scores = self.scorer.score_prepared([p.waveform for p in ready])
-            except Exception as error:  # noqa: BLE001 - e.g. out of memory: report it, keep serving
-                logger.exception("scoring failed")
-                for p in ready:
-                    p.result.error = f"scoring failed ({type(error).__name__}); please try again or a shorter clip"
+        # score_prepared_each never raises: a failing clip (e.g. out of memory) gets its reason, the others a score
+        for p, score in zip(ready, self.scorer.score_prepared_each([p.waveform for p in ready]) if ready else []):
+            if isinstance(score, str):
+                logger.warning("scoring failed: %s", score)
+                p.result.error = f"{score}; please try again or a shorter clip"
             else:
-                for p, score in zip(ready, scores):
-                    p.result.mos = score.mos
-                    p.result.window_scores = score.window_scores
-                    p.result.window_starts = score.window_starts
+                p.result.mos = score.mos
+                p.result.window_scores = score.window_scores
+                p.result.window_starts = score.window_starts
         return results
 
     def score_path(self, path: str) -> FileScore:
@@ -361,7 +358,11 @@ class Handlers:
         """The `/predict` endpoint: a dict like `details`; a file that cannot be scored raises gr.Error(reason)."""
         if not audio_path:
             raise gr.Error("no audio file given", print_exception=False)
-        result = self.space.score_path(audio_path)
+        try:
+            result = self.space.score_path(audio_path)
+        except Exception as error:  # noqa: BLE001 - the API answers with a reason, never a traceback
+            logger.exception("unexpected error in /predict")
+            raise gr.Error(f"Unexpected error ({type(error).__name__}).", print_exception=False) from None
         if result.error:
             raise gr.Error(_sentence(result.error), print_exception=False)
         return details(result, self.space.example_for(audio_path))
