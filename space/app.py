@@ -254,8 +254,10 @@ class SpaceScorer:
         # score_prepared_each never raises: a failing clip (e.g. out of memory) gets its reason, the others a score
         for p, score in zip(ready, self.scorer.score_prepared_each([p.waveform for p in ready]) if ready else []):
             if isinstance(score, str):
-                logger.warning("scoring failed: %s", score)
-                p.result.error = f"{score}; please try again or a shorter clip"
+                logger.warning("%s", score)
+                # "scoring failed: <ExceptionType>: <details>" -> the type only: internals stay in the server's log
+                kind = score.split(": ")[1] if score.startswith("scoring failed: ") else score
+                p.result.error = f"scoring failed ({kind}); please try again or a shorter clip"
             else:
                 p.result.mos = score.mos
                 p.result.window_scores = score.window_scores
