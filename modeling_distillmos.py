@@ -121,6 +121,8 @@ class DistillMOSSpectrogram(nn.Module):
 
 
 class DistillMOSConvLayer(nn.Module):
+    """3x3 convolution + LeakyReLU: (n, in_channels, frequency, frames) -> (n, conv_dim[i], frequency', frames')."""
+
     def __init__(self, config: DistillMOSConfig, layer_id: int):
         super().__init__()
         in_channels = 2 if layer_id == 0 else config.conv_dim[layer_id - 1]
@@ -215,6 +217,7 @@ class DistillMOSAttention(nn.Module):
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(n, frames, hidden_size) -> (n, frames, hidden_size)."""
         batch, frames, _ = hidden_states.shape
         shape = (batch, frames, self.num_heads, self.head_dim)
         query = self.q_proj(hidden_states).view(shape).transpose(1, 2)
@@ -225,6 +228,8 @@ class DistillMOSAttention(nn.Module):
 
 
 class DistillMOSFeedForward(nn.Module):
+    """Position-wise feed-forward block: (n, frames, hidden_size) -> (n, frames, hidden_size)."""
+
     def __init__(self, config: DistillMOSConfig):
         super().__init__()
         self.intermediate_dense = nn.Linear(config.hidden_size, config.intermediate_size)
@@ -322,6 +327,7 @@ class DistillMOSAttentionPooling(nn.Module):
         self.readout = nn.Linear(config.hidden_size, 1)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(n, frames, hidden_size) -> (n,) logits (before the sigmoid)."""
         weights = self.attention_score(self.activation(self.attention_dense(hidden_states)))  # (n, frames, 1)
         weights = torch.softmax(weights, dim=1)
         pooled = (weights.transpose(1, 2) @ hidden_states).squeeze(1)  # (n, hidden)
