@@ -11,6 +11,9 @@ from transformers.feature_extraction_sequence_utils import SequenceFeatureExtrac
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.utils import PaddingStrategy, TensorType
 
+# Told about all-zero clips, after their name ("clip 2 ...", "the clip ...", a file name).
+SILENT_MESSAGE = "is silent (all samples are zero); its score is finite but says nothing about speech."
+
 # Full scale of integer PCM, as decoders (soundfile, torchaudio) map it to [-1, 1).
 _PCM_SCALE = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
 
@@ -190,7 +193,7 @@ class DistillMOSFeatureExtractor(SequenceFeatureExtractor):
             waveform = self.prepare_clip(clip, sampling_rate, name)
             if not waveform.any():
                 warnings.warn(
-                    f"{name} is silent (all samples are zero); its score is finite but says nothing about speech.",
+                    f"{name} {SILENT_MESSAGE}",
                     UserWarning,
                     stacklevel=2,
                 )

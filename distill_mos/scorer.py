@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from feature_extraction_distillmos import SILENT_MESSAGE as SILENT
 from feature_extraction_distillmos import DistillMOSFeatureExtractor
 from modeling_distillmos import DistillMOSModel
 
@@ -23,7 +24,6 @@ DEFAULT_HUB_ID = "distill-mos/distill-mos-v7"
 _MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 # Clips of a batch are padded to the longest; cap what padding may cost (samples x clips, 64 MB of float32).
 MAX_BATCH_SAMPLES = 16_000_000
-SILENT = "is silent (all samples are zero); its score is finite but says nothing about speech."
 
 
 def default_model_location() -> str:

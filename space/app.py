@@ -41,12 +41,13 @@ if (_REPO_ROOT / "distill_mos" / "__init__.py").is_file() and str(_REPO_ROOT) no
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from configuration_distillmos import DistillMOSConfig  # noqa: E402
 from distill_mos import DistillMOSScorer, FileScore  # noqa: E402
 
 logger = logging.getLogger("distill_mos.space")
 
 EXAMPLES_DIR = SPACE_DIR / "examples"
-WINDOW_SECONDS = 7.68
+WINDOW_SECONDS = DistillMOSConfig().window_seconds  # 7.68 s, from the model's configuration
 ACR_LABELS = ("bad", "poor", "fair", "good", "excellent")
 SHORT_SECONDS = 1.0
 MODEL_ID = "distill-mos/distill-mos-v7"
