@@ -1,0 +1,206 @@
+"""
+Fine-tune Distill-MOS on your own listening test, with `transformers.Trainer` and grouped cross-validation.
+
+    python -m distill_mos.finetune --labels ratings.csv --output-dir runs/mine --cv 5 --group-column item
+    python -m distill_mos.finetune --labels ratings.csv --output-dir runs/mine          # saves runs/mine/model/
+
+or from Python: `distill_mos.finetune.finetune("ratings.csv", "runs/mine", cv=5, group_column="item")`.
+"""
+
+import csv
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .data import FinetuneError, LabelledSet, RowIssue, grouped_folds, grouped_holdout, is_mos_scale, load_labels, mos_metric
+from .training import CrossValidation, FinetuneSettings, TrainingRun, cross_validate, train, train_with_validation
+
+__all__ = [
+    "FinetuneError",
+    "FinetuneResult",
+    "FinetuneSettings",
+    "RowIssue",
+    "cross_validate",
+    "finetune",
+    "grouped_folds",
+    "grouped_holdout",
+    "load_labels",
+    "train",
+]
+
+FIGURES = ("pcc", "srcc", "ktau", "rmse")
+
+
+@dataclass
+class FinetuneResult:
+    """
+    What a `finetune` call did. `results` is what DIR/results.json holds (with `cv`) or DIR/training.json (without);
+    `model_dir` is the saved model repository (without `cv`); `issues` lists every row left out or warned about.
+    """
+
+    results: dict
+    issues: list[RowIssue] = field(default_factory=list)
+    model_dir: Path | None = None
+    run: TrainingRun | None = None
+    cross_validation: CrossValidation | None = None
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def agreement(predictions: list[float], labels: list[float], mos_scale: bool) -> dict:
+    """PCC, SRCC, KTAU and RMSE (None off the MOS scale) from eval/mos_metrics."""
+    figures = mos_metric().compute(predictions=predictions, references=labels, mos_scale=mos_scale)
+    return {key: figures[key] for key in FIGURES}
+
+
+def format_table(results: dict) -> str:
+    rows = [("released model", results["baseline"]), ("fine-tuned, out of fold", results["cv"])]
+    lines = [f"{'':26}{'n':>5}{'PCC':>8}{'SRCC':>8}{'KTAU':>8}{'RMSE':>8}"]
+    for name, figures in rows:
+        cells = ["n/a" if figures[k] is None else f"{figures[k]:.3f}" for k in FIGURES]
+        lines.append(f"{name:26}{results['n']:>5}" + "".join(f"{c:>8}" for c in cells))
+    return "\n".join(lines)
+
+
+def finetune(
+    labels: str | Path,
+    output_dir: str | Path,
+    *,
+    cv: int | None = None,
+    group_column: str | None = None,
+    label_range: tuple[float, float] | None = None,
+    settings: FinetuneSettings | None = None,
+    base_model: str | Path | None = None,
+    file_column: str = "file",
+    mos_column: str | None = None,
+    audio_column: str | None = None,
+    split: str | None = None,
+    channel: str | int = "first",
+    device: str = "auto",
+    overwrite: bool = False,
+    verbose: bool = True,
+) -> FinetuneResult:
+    """
+    Fine-tunes Distill-MOS on a labelled set (a CSV with `file` and `mos` columns, an audiofolder, a `save_to_disk`
+    folder or a Hub id; labels on 1..5, or on `label_range` such as `(0, 100)` for MUSHRA).
+
+    With `cv=K`, it runs grouped K-fold cross-validation (groups from `group_column`; without it every clip is its
+    own group) and writes `output_dir/results.json`: `{"n", "baseline": {"pcc", "srcc", "ktau", "rmse"}, "cv": {...}}`
+    (the released model's and the fine-tuned models' out-of-fold figures on the same clips; RMSE only for labels on
+    the MOS scale) and `output_dir/cv_predictions.csv`. Without `cv`, it trains on all clips (less the validation
+    share used for early stopping) and saves `output_dir/model/`, a complete model repository whose model card
+    quotes `output_dir/results.json` when an earlier `cv` run on the same labels wrote it.
+
+    Rows that cannot be used (missing or unreadable file, label not a number / NaN / off the scale, no group) are
+    reported in `issues` and on stderr and left out; all other rows are used.
+    """
+    import torch
+
+    from ..scorer import default_model_location, resolve_device
+    from feature_extraction_distillmos import DistillMOSFeatureExtractor
+    from modeling_distillmos import DistillMOSModel
+
+    from .export import model_card, save_model_repository
+    from .model import prepare_clips
+
+    settings = settings or FinetuneSettings()
+    settings.check()
+    output_dir = Path(output_dir)
+    results_path, model_dir = output_dir / "results.json", output_dir / "model"
+    target = results_path if cv else model_dir
+    if target.exists() and not overwrite:
+        raise FinetuneError(f"{target} exists; choose another --output-dir or pass --overwrite.")
+    if cv is not None and cv < 2:
+        raise FinetuneError(f"--cv needs at least 2 folds, got {cv}.")
+
+    base = str(base_model or default_model_location())
+    model = DistillMOSModel.from_pretrained(base).to(resolve_device(device)).eval()
+    feature_extractor = DistillMOSFeatureExtractor.from_pretrained(base)
+    config = model.config
+    labelled: LabelledSet = load_labels(
+        labels, label_range=label_range, group_column=group_column, file_column=file_column, mos_column=mos_column,
+        audio_column=audio_column, split=split, mos_min=config.mos_min, mos_max=config.mos_max,
+    )
+    if verbose:
+        mode = "raw windows (--train-all)" if settings.train_all else "convolutional features, computed once"
+        print(f"{len(labelled.clips)} rated rows in {labelled.name}"
+              + (f" ({labelled.n_unrated} unrated skipped)" if labelled.n_unrated else "")
+              + f"; decoding and preparing {mode} ...", flush=True)
+    prepared, decode_issues = prepare_clips(model, feature_extractor, labelled.clips,
+                                            cache_features=not settings.train_all, channel=channel)
+    issues = labelled.issues + decode_issues
+    for issue in issues:
+        print(issue, file=sys.stderr)
+    if len(prepared) < 2:
+        raise FinetuneError(f"only {len(prepared)} usable clip(s) in {labelled.name}; fine-tuning needs more "
+                            "(see the errors above).")
+    mos_scale = is_mos_scale(label_range, config.mos_min, config.mos_max)
+    common = {
+        "labels": labelled.name,
+        "base_model": base,
+        "label_range": list(label_range) if label_range else None,
+        "mos_scale": mos_scale,
+        "group_column": group_column,
+        "settings": asdict(settings),
+        "n_unrated": labelled.n_unrated,
+        "skipped": [asdict(i) for i in issues if i.level == "error"],
+        "warnings": [asdict(i) for i in issues if i.level == "warning"],
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(settings.seed)
+
+    if cv:
+        crossval = cross_validate(model, prepared, cv, settings, verbose=verbose)
+        references = [c.clip.label for c in prepared]
+        results = _json_safe({
+            "n": len(prepared),
+            "baseline": agreement(crossval.baseline, references, mos_scale),
+            "cv": agreement(crossval.predictions, references, mos_scale),
+            "k": cv,
+            **common,
+            "folds": crossval.folds,
+        })
+        results_path.write_text(json.dumps(results, indent=2) + "\n")
+        with (output_dir / "cv_predictions.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file", "label", "group", "fold", "released_model", "fine_tuned_out_of_fold"])
+            for clip, fold, base_score, score in zip(prepared, crossval.fold_of, crossval.baseline, crossval.predictions):
+                writer.writerow([clip.clip.item, clip.clip.label, clip.clip.group or "", fold + 1,
+                                 f"{base_score:.4f}", f"{score:.4f}"])
+        if verbose:
+            print(format_table(results))
+            print(f"Wrote {results_path} and {output_dir / 'cv_predictions.csv'}")
+        return FinetuneResult(results, issues, cross_validation=crossval)
+
+    run = train_with_validation(model, prepared, settings, verbose=verbose)
+    cv_results = None
+    if results_path.is_file():
+        earlier = json.loads(results_path.read_text())
+        if earlier.get("labels") == labelled.name and earlier.get("n") == len(prepared):
+            cv_results = earlier
+        elif verbose:
+            print(f"note: {results_path} is from other labels or rows; the model card leaves it out.", file=sys.stderr)
+    card = model_card(
+        base_model=base, data_name=labelled.name, n_clips=len(prepared), n_train=run.n_train,
+        n_validation=run.n_validation, label_range=label_range, cv_results=cv_results,
+        settings={k: v for k, v in asdict(settings).items()},
+    )
+    save_model_repository(model, feature_extractor, model_dir, card)
+    summary = {key: value for key, value in asdict(run).items() if key != "log_history"}
+    results = _json_safe({"n": len(prepared), **summary, **common, "model_dir": str(model_dir),
+                          "cross_validated": cv_results is not None})
+    (output_dir / "training.json").write_text(json.dumps(results, indent=2) + "\n")
+    if verbose:
+        print(f"Training MSE {run.train_loss_before:.4f} -> {run.train_loss_after:.4f} over {run.epochs_run:g} epochs. "
+              f"Saved the model to {model_dir}")
+    return FinetuneResult(results, issues, model_dir=model_dir, run=run)

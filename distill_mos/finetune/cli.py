@@ -1,0 +1,74 @@
+"""Command line of `python -m distill_mos.finetune`."""
+
+import argparse
+import sys
+
+from . import FinetuneError, FinetuneSettings, finetune
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = FinetuneSettings()
+    parser = argparse.ArgumentParser(
+        prog="python -m distill_mos.finetune",
+        description="Fine-tune Distill-MOS on your own listening test. With --cv K: grouped K-fold cross-validation "
+                    "(DIR/results.json: the released and the fine-tuned model's out-of-fold PCC, SRCC, KTAU, RMSE). "
+                    "Without: train on all clips and save DIR/model/ (a model repository with a model card).",
+    )
+    parser.add_argument("--labels", required=True,
+                        help="CSV with 'file' (relative to the CSV) and 'mos' columns, an audiofolder (audio + "
+                             "metadata.csv), a folder written by save_to_disk, or a Hub dataset id")
+    parser.add_argument("--output-dir", required=True, help="folder for results.json / the model")
+    parser.add_argument("--cv", type=int, metavar="K", help="K-fold cross-validation instead of saving a model")
+    parser.add_argument("--group-column", help="column whose value the files of one stimulus (or talker) share: a "
+                        "group is never in both the training and the test part of a fold, nor of the validation split")
+    parser.add_argument("--label-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        help="labels on another scale, mapped linearly onto 1..5 (e.g. 0 100 for MUSHRA); "
+                             "then only correlations are reported")
+    parser.add_argument("--train-all", action="store_true",
+                        help="train every parameter on raw windows (slow) instead of the cached-feature head")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="clips per step")
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction,
+                        help="share of the training clips held out for early stopping (0: none, train --epochs)")
+    parser.add_argument("--patience", type=int, default=defaults.early_stopping_patience,
+                        help="epochs without a better validation loss before stopping")
+    parser.add_argument("--model", help="model to start from: folder or Hub id (default: as distill-mos)")
+    parser.add_argument("--file-column", default="file", help="CSV column with the audio paths (default: file)")
+    parser.add_argument("--mos-column", help="label column (default: 'mos' for CSV, else the first of mos, MOS, ...)")
+    parser.add_argument("--audio-column", help="dataset audio column (default: the first Audio column)")
+    parser.add_argument("--split", help="dataset split (default: the only one, else 'test')")
+    parser.add_argument("--channel", default="first", help="multi-channel audio: first (default), mean, or an index")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing results.json / model folder")
+    parser.add_argument("--quiet", action="store_true", help="print only problems and the result")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 when every rated row was used, 1 when some were left out (reported), 2 for bad usage."""
+    args = build_parser().parse_args(argv)
+    settings = FinetuneSettings(
+        learning_rate=args.learning_rate, epochs=args.epochs, batch_size=args.batch_size,
+        weight_decay=args.weight_decay, seed=args.seed, validation_fraction=args.validation_fraction,
+        early_stopping_patience=args.patience, train_all=args.train_all,
+    )
+    channel = int(args.channel) if args.channel.isdigit() else args.channel
+    try:
+        result = finetune(
+            args.labels, args.output_dir, cv=args.cv, group_column=args.group_column,
+            label_range=tuple(args.label_range) if args.label_range else None, settings=settings,
+            base_model=args.model, file_column=args.file_column, mos_column=args.mos_column,
+            audio_column=args.audio_column, split=args.split, channel=channel, device=args.device,
+            overwrite=args.overwrite, verbose=not args.quiet,
+        )
+    except FinetuneError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    left_out = [issue for issue in result.issues if issue.level == "error"]
+    if left_out:
+        print(f"{len(left_out)} row(s) were left out (see above).", file=sys.stderr)
+        return 1
+    return 0
