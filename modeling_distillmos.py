@@ -95,7 +95,12 @@ class DistillMOSSpectrogram(nn.Module):
         return basis
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        """(num_windows, samples) -> (num_windows, 2, frequency_bins, frames)."""
+        """
+        (num_windows, samples) -> (num_windows, 2, frequency_bins, frames), in the dtype of `windows`.
+
+        The caller passes float32 whatever the model's dtype: FFTs in half precision are unsupported on CPU (MKL) and
+        limited to power-of-two sizes on CUDA, and the compressed magnitude needs float32's range anyway.
+        """
         pad = (self.window_length - self.hop_length) // 2
         padded = F.pad(windows, (pad, pad), mode="reflect")
         if torch.onnx.is_in_onnx_export():
@@ -170,10 +175,16 @@ def _use_channels_last(hidden_states: torch.Tensor) -> bool:
 
 
 def _can_fuse_on_cpu(hidden_states: torch.Tensor) -> bool:
-    """Whether oneDNN's fused convolution + LeakyReLU kernel can be used (CPU float32 inference, eager mode)."""
+    """
+    Whether oneDNN's fused convolution + LeakyReLU kernel can be used: CPU inference in eager mode, in float32, or in
+    bfloat16 where oneDNN has a bfloat16 kernel for this CPU (AVX-512 or AVX-NE-CONVERT; it refuses others).
+    """
     return (
         hidden_states.device.type == "cpu"
-        and hidden_states.dtype == torch.float32
+        and (
+            hidden_states.dtype == torch.float32
+            or (hidden_states.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        )
         and not torch.is_grad_enabled()
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
@@ -194,8 +205,18 @@ def _fused_conv_leaky_relu(layer: "DistillMOSConvLayer", hidden_states: torch.Te
     )
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512_BF16 or AMX), as torch reads it from cpuid."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def sinusoidal_position_table(length: int, dim: int, base: float) -> torch.Tensor:
-    """(length, dim) table of interleaved sines (even features) and cosines (odd features)."""
+    """
+    (length, dim) table of interleaved sines (even features) and cosines (odd features).
+
+    Only initializes new models: a checkpoint carries its own table (`encoder.position_embeddings`), because sin and exp
+    differ in the last bits from one CPU's maths library to another's, and scores must not depend on the CPU.
+    """
     position = torch.arange(length).unsqueeze(1)
     inverse_frequency = torch.exp(torch.arange(0, dim, 2) * (-math.log(base) / dim))
     table = torch.zeros(length, dim)
@@ -274,18 +295,15 @@ class DistillMOSEncoder(nn.Module):
         self.projection = nn.Linear(config.conv_output_size, config.hidden_size)
         self.layers = nn.ModuleList(DistillMOSEncoderLayer(config) for _ in range(config.num_hidden_layers))
         self.output_norm = DistillMOSBatchNorm(config.hidden_size, eps=config.batch_norm_eps)
-        # position tables per (device, dtype), built once rather than on every call
-        self._position_tables: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
-
-    def position_table(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """`(max_position_embeddings, hidden_size)` sinusoidal table, cached per device and dtype."""
-        table = self._position_tables.get((device, dtype))
-        if table is None:
-            table = sinusoidal_position_table(
-                self.config.max_position_embeddings, self.config.hidden_size, self.config.position_embedding_base
-            ).to(device, dtype)
-            self._position_tables[(device, dtype)] = table
-        return table
+        # `(max_position_embeddings, hidden_size)` sinusoidal table, saved with the weights: the released checkpoint's
+        # exact numbers, not recomputed (see `sinusoidal_position_table`).
+        self.register_buffer(
+            "position_embeddings",
+            sinusoidal_position_table(
+                config.max_position_embeddings, config.hidden_size, config.position_embedding_base
+            ),
+            persistent=True,
+        )
 
     def project(self, features: torch.Tensor) -> torch.Tensor:
         """
@@ -297,20 +315,21 @@ class DistillMOSEncoder(nn.Module):
         if self.training or self.input_norm.running_mean is None or self.projection_norm.running_mean is None:
             return self.projection(self.projection_norm(self.input_norm(features)))
         scale, shift = None, None
-        for norm in (self.input_norm, self.projection_norm):  # x -> x * a + c, composed
-            a = torch.rsqrt(norm.running_var + norm.eps)
-            c = -norm.running_mean * a
+        for norm in (self.input_norm, self.projection_norm):  # x -> x * a + c, composed in float32 in any model dtype
+            a = torch.rsqrt(norm.running_var.float() + norm.eps)
+            c = -norm.running_mean.float() * a
             if norm.affine:
-                a, c = a * norm.weight, c * norm.weight + norm.bias
+                a, c = a * norm.weight.float(), c * norm.weight.float() + norm.bias.float()
             scale, shift = (a, c) if scale is None else (scale * a, shift * a + c)
-        weight = self.projection.weight * scale
-        bias = self.projection.bias + self.projection.weight @ shift
+        projection = self.projection.weight.float()
+        weight = projection * scale
+        bias = self.projection.bias.float() + projection @ shift
         return F.linear(features, weight.to(features.dtype), bias.to(features.dtype))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """(n, frames, conv_output_size) -> (n, frames, hidden_size)."""
         hidden_states = self.project(features)
-        hidden_states = hidden_states + self.position_table(hidden_states.device, hidden_states.dtype)
+        hidden_states = hidden_states + self.position_embeddings.to(hidden_states.dtype)
         for layer in self.layers:
             hidden_states = layer(hidden_states)
         return self.output_norm(hidden_states)
@@ -385,6 +404,16 @@ class DistillMOSPreTrainedModel(PreTrainedModel):
     input_modalities = "audio"
     supports_gradient_checkpointing = False
 
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if isinstance(module, DistillMOSEncoder):  # a buffer, not a weight: only for checkpoints saved without it
+            config = module.config
+            table = sinusoidal_position_table(
+                config.max_position_embeddings, config.hidden_size, config.position_embedding_base
+            )
+            module.position_embeddings.copy_(table.to(module.position_embeddings.dtype))
+
 
 class DistillMOSModel(DistillMOSPreTrainedModel):
     """
@@ -426,11 +455,27 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         return scores
 
     def _score_window_batch(self, windows: torch.Tensor) -> torch.Tensor:
-        """(n, window_length) -> (n,) sigmoid outputs, in the calling thread."""
+        """
+        (n, window_length) -> (n,) float32 sigmoid outputs, in the calling thread. Peak normalization and the
+        spectrogram run in float32; the convolutions, transformer and pooling in the model's dtype.
+        """
+        windows = windows.float()
         peak = windows.abs().amax(dim=1, keepdim=True)
         windows = windows / (peak + self.config.normalization_eps)
-        features = self.feature_encoder(self.spectrogram(windows))
-        return torch.sigmoid(self.pooling(self.encoder(features)))
+        spectrogram = self.spectrogram(windows)
+        if not torch.is_autocast_enabled(spectrogram.device.type):  # autocast picks each op's dtype itself
+            spectrogram = spectrogram.to(self.dtype)
+        try:
+            features = self.feature_encoder(spectrogram)
+        except RuntimeError as error:
+            if "primitive" not in str(error) and "cpu support" not in str(error):
+                raise
+            # oneDNN has no kernel for this dtype on this CPU: say what to do instead of its internal message
+            raise ValueError(
+                f"this CPU cannot run the convolutions in {spectrogram.dtype} ({error}); load the model with "
+                "dtype=torch.float32 (or dtype='auto' in DistillMOSScorer / --dtype auto, which picks what the CPU has)."
+            ) from None
+        return torch.sigmoid(self.pooling(self.encoder(features)).float())
 
     def _cpu_window_workers(self, windows: torch.Tensor) -> int:
         """
@@ -474,9 +519,10 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         r"""
         Args:
             input_values (`torch.FloatTensor` of shape `(batch, samples)`): mono waveforms at `config.sampling_rate`
-                (16 kHz), right-padded to a common length. Use [`DistillMOSFeatureExtractor`] to prepare them.
+                (16 kHz), right-padded to a common length. Use [`DistillMOSFeatureExtractor`] to prepare them. Any
+                float dtype (float64 is cast to float32 window by window); a numpy array is accepted too.
             attention_mask (`torch.LongTensor` of shape `(batch, samples)`, *optional*): 1 for real samples, 0 for
-                padding. With it, each clip of a padded batch gets exactly the score it gets alone.
+                padding. With it, each clip of a padded batch gets exactly the score it gets alone. Tensor or numpy.
             labels (`torch.FloatTensor` of shape `(batch,)`, *optional*): human MOS; gives an MSE `loss`.
             window_batch_size (`int`, *optional*): windows per network call; overrides `config.window_batch_size`.
             max_window_hop (`int`, *optional*): largest spacing of windows in samples; overrides
@@ -488,7 +534,13 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
             [`DistillMOSOutput`]: `mos` of shape `(batch,)` plus per-window scores and start times in seconds.
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
+        # numpy input (a feature extractor called with return_tensors="np") is taken as it is, without a copy
+        if isinstance(input_values, np.ndarray):
+            input_values = torch.from_numpy(input_values).to(self.device)
+        if isinstance(attention_mask, np.ndarray):
+            attention_mask = torch.from_numpy(attention_mask).to(input_values.device if isinstance(input_values, torch.Tensor) else self.device)
         lengths = self._validate(input_values, attention_mask)
+        self._check_dtype_runs_here(input_values.device)
         window_length = self.config.window_length
 
         def window(clip: int, start: int) -> torch.Tensor:
@@ -503,7 +555,8 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         chunk = window_batch_size or self._window_batch_size(input_values.device)
         normalized = []
         for first in range(0, len(plan), chunk):
-            windows = torch.stack([window(c, s) for c, s in plan[first : first + chunk]])
+            # float32 windows whatever the input's dtype (float64 input is cast here, one chunk at a time)
+            windows = torch.stack([window(c, s) for c, s in plan[first : first + chunk]]).float()
             normalized.append((window_scorer or self.score_windows)(windows))
         normalized = torch.cat(normalized).float()  # aggregate in float32, whatever precision scored the windows
 
@@ -529,6 +582,17 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
             loss=loss, mos=mos, window_scores=window_scores, window_start_times=start_times, window_mask=window_mask
         )
         return output if return_dict else output.to_tuple()
+
+    def _check_dtype_runs_here(self, device: torch.device) -> None:
+        """Raises a ValueError, with what to use instead, for a model dtype that cannot run on `device`."""
+        dtype = self.dtype
+        if dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+            raise ValueError(f"Distill-MOS runs in float32, bfloat16 or float16, not {dtype}; load it with dtype=torch.float32.")
+        if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported(including_emulation=False):
+            raise ValueError(
+                f"{torch.cuda.get_device_name(device)} has no bfloat16 support; load the model with dtype=torch.float16 "
+                "(tensor cores) or torch.float32."
+            )
 
     @staticmethod
     def _validate(input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> list[int]:

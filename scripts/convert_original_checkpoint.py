@@ -23,6 +23,14 @@ from feature_extraction_distillmos import DistillMOSFeatureExtractor  # noqa: E4
 from modeling_distillmos import DistillMOSModel, sinusoidal_position_table  # noqa: E402
 
 REPOSITORY_FILES = ("config.json", "preprocessor_config.json", "model.safetensors")
+CUSTOM_PIPELINES = {
+    "speech-quality-assessment": {
+        "impl": "pipeline_distillmos.DistillMOSPipeline",
+        "pt": ["AutoModel"],
+        "tf": [],
+        "type": "audio",
+    }
+}
 
 # Original name prefix -> our name prefix (longest prefixes first).
 _RENAMES = [
@@ -43,6 +51,7 @@ _LAYER_RENAMES = [
     ("norm2.", "final_layer_norm."),
 ]
 POSITION_TABLE_KEY = "transformer_pool_attn.transformer.position_encoding.pe"
+POSITION_EMBEDDINGS_KEY = "encoder.position_embeddings"
 
 
 def default_checkpoint() -> Path:
@@ -57,16 +66,23 @@ def load_original_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
 
 
 def convert_state_dict(original: dict[str, torch.Tensor], config: DistillMOSConfig) -> dict[str, torch.Tensor]:
-    """Renames the original weights to ours; splits the fused attention input projection into q, k and v."""
+    """
+    Renames the original weights to ours; splits the fused attention input projection into q, k and v. Pure data
+    movement: every output tensor holds exactly the bits of an original one.
+    """
     converted = {}
     for key, tensor in original.items():
         if key == POSITION_TABLE_KEY:
-            # Not a weight: we compute the table from the config. Make sure it is the same table.
-            ours = sinusoidal_position_table(
+            # Kept as stored (a buffer), never recomputed: sin/exp differ in the last bits between CPUs' maths
+            # libraries, and the conversion must give the same file on every machine. The check only guards against
+            # a config that describes another table (a tolerance, not bit equality, for the same reason).
+            table = tensor[0]
+            described = sinusoidal_position_table(
                 config.max_position_embeddings, config.hidden_size, config.position_embedding_base
             )
-            if not torch.equal(tensor[0], ours):
+            if table.shape != described.shape or not torch.allclose(table, described, rtol=0, atol=1e-4):
                 raise ValueError("The checkpoint's position table differs from the one the config describes.")
+            converted[POSITION_EMBEDDINGS_KEY] = table.clone()
             continue
         if key.startswith("cnn.cnn."):
             index, name = key[len("cnn.cnn.") :].split(".", 1)
@@ -106,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
 
     checkpoint = args.checkpoint or default_checkpoint()
     model, feature_extractor = build_model(checkpoint)
+    # `pipeline("speech-quality-assessment", model=repo, trust_remote_code=True)` finds its class here
+    model.config.custom_pipelines = CUSTOM_PIPELINES
     DistillMOSConfig.register_for_auto_class()
     DistillMOSModel.register_for_auto_class("AutoModel")
     DistillMOSFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
