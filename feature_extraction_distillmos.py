@@ -18,31 +18,74 @@ SILENT_MESSAGE = "is silent (all samples are zero); its score is finite but says
 _PCM_SCALE = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(np.int32): 2.0**31}
 
 
-# torchaudio's sinc kernel has new_freq / gcd phases of about 12 * orig_freq / gcd taps each: rates sharing no large
-# factor with 16 kHz (8001 Hz, 199999999 Hz) would need gigabytes. Every usual rate stays under this many phases.
-MAX_RESAMPLING_PHASES = 1000
+# torchaudio's sinc resampler (the original's) builds a kernel of `new / gcd` phases x `orig / gcd + 2 * width` taps
+# and spends that many taps on every output sample. Rates that share no large factor with 16 kHz (8001 Hz, a forged
+# header's 800144 Hz) would need gigabytes of kernel and hours of compute, so both are bounded. Every usual rate
+# (8-384 kHz, 11.025 / 22.05 / 44.1 / 88.2 kHz included) costs at most ~0.3 M kernel values and ~500 taps a sample.
+MAX_RESAMPLING_KERNEL = 2_000_000  # float32 values: 8 MB, plus torchaudio's float64 temporaries while building it
+MAX_RESAMPLING_TAPS = 4_000  # multiply-adds per output sample
+MAX_RESAMPLING_WORK = 10**12  # multiply-adds for the whole clip: ~37 h of 44.1 kHz audio, minutes of CPU
+
+
+def resampling_cost(orig_freq: int, new_freq: int, num_samples: int) -> tuple[int, int, int]:
+    """(kernel values, taps per output sample, total multiply-adds) of resampling `num_samples` samples."""
+    gcd = math.gcd(orig_freq, new_freq)
+    orig, new = orig_freq // gcd, new_freq // gcd
+    # as torchaudio's _get_sinc_resample_kernel (lowpass_filter_width=6, rolloff=0.99)
+    width = math.ceil(6 * orig / (min(orig, new) * 0.99))
+    taps = orig + 2 * width
+    output_samples = math.ceil(num_samples * new_freq / orig_freq)
+    return new * taps, taps, output_samples * taps
+
+
+def _check_resampling_cost(orig_freq: int, new_freq: int, num_samples: int) -> None:
+    kernel, taps, work = resampling_cost(orig_freq, new_freq, num_samples)
+    convert = f"convert the audio first, e.g. `ffmpeg -i in.wav -ar {new_freq} out.wav`"
+    if kernel > MAX_RESAMPLING_KERNEL or taps > MAX_RESAMPLING_TAPS:
+        raise ValueError(
+            f"a sampling rate of {orig_freq} Hz cannot be resampled to {new_freq} Hz at a sane cost (the rates share no "
+            f"large common factor: a {kernel / 1e6:.1f} M-value kernel, {taps} taps a sample); {convert}."
+        )
+    if work > MAX_RESAMPLING_WORK:
+        raise ValueError(
+            f"resampling {num_samples / orig_freq:.0f} s of audio from {orig_freq} Hz to {new_freq} Hz would take "
+            f"{work / 1e9:.0f} G multiply-adds; {convert}, or score it in parts."
+        )
 
 
 @functools.lru_cache(maxsize=16)
 def _resampler(orig_freq: int, new_freq: int):
-    import torchaudio  # imported lazily: 16 kHz input never needs it
-
+    # Imported lazily, and inside try so that transformers' remote-code import check does not require torchaudio:
+    # 16 kHz input never needs it.
+    try:
+        import torchaudio
+    except ImportError:
+        raise ImportError(
+            f"resampling {orig_freq} Hz audio to {new_freq} Hz needs torchaudio (`pip install torchaudio`), or pass "
+            f"audio at {new_freq} Hz."
+        ) from None
     # Default arguments, exactly as the original CLI's `torchaudio.transforms.Resample(sr, 16000)`.
     return torchaudio.transforms.Resample(orig_freq, new_freq)
 
 
-def resample(waveform: np.ndarray, orig_freq: int, new_freq: int) -> np.ndarray:
-    """Resample a float32 mono waveform (samples,) with torchaudio's sinc interpolation (the original's choice)."""
+def resample(waveform: np.ndarray, orig_freq: int, new_freq: int, name: str = "the clip") -> np.ndarray:
+    """
+    Resample a float32 mono waveform (samples,) with torchaudio's sinc interpolation (the original's choice).
+    Raises a ValueError for rates whose resampling would cost unbounded memory or time, and for results that are not
+    finite (input near float32's limits overflows in the filter).
+    """
     if orig_freq == new_freq:
         return waveform
-    phases = new_freq // math.gcd(orig_freq, new_freq)
-    if phases > MAX_RESAMPLING_PHASES:
-        raise ValueError(
-            f"a sampling rate of {orig_freq} Hz cannot be resampled to {new_freq} Hz exactly at a sane cost (the rates "
-            f"share no large common factor); convert the audio first, e.g. `ffmpeg -i in.wav -ar {new_freq} out.wav`."
-        )
+    _check_resampling_cost(orig_freq, new_freq, waveform.shape[0])
     with torch.inference_mode():
-        return _resampler(orig_freq, new_freq)(torch.from_numpy(waveform)[None])[0].numpy()
+        resampled = _resampler(orig_freq, new_freq)(torch.from_numpy(waveform)[None])[0].numpy()
+    if not np.isfinite(resampled).all():
+        peak = float(np.abs(waveform).max())
+        raise ValueError(
+            f"{name} overflowed while resampling from {orig_freq} Hz to {new_freq} Hz: its samples reach {peak:.3g}, "
+            "far outside [-1, 1] (float audio must be scaled to [-1, 1]); rescale it."
+        )
+    return resampled
 
 
 def check_sampling_rate(sampling_rate) -> int:
@@ -78,12 +121,17 @@ def to_float_waveform(clip, name: str = "the clip") -> np.ndarray:
         raise ValueError(f"{name} must be a numpy array, a torch tensor or a list of numbers, got {type(clip).__name__}.")
 
     if clip.ndim != 1:
-        hint = (
-            " For multi-channel audio pick one channel (x[0]) or average them (x.mean(axis=0)); "
-            "for a batch pass a list of 1-D clips."
-            if clip.ndim == 2
-            else ""
-        )
+        hint = ""
+        if clip.ndim == 2 and clip.shape[1] < clip.shape[0]:  # (samples, channels), as soundfile.read returns
+            hint = (
+                " It looks like (samples, channels), as soundfile.read returns: pick one channel (x[:, 0]) or "
+                "average them (x.mean(axis=1))."
+            )
+        elif clip.ndim == 2:
+            hint = (
+                " For multi-channel (channels, samples) audio pick one channel (x[0]) or average them "
+                "(x.mean(axis=0)); for a batch pass a list of 1-D clips."
+            )
         raise ValueError(f"{name} must be a 1-D mono waveform, got an array of shape {clip.shape}.{hint}")
     if clip.size == 0:
         raise ValueError(f"{name} is empty (0 samples): there is no audio to score.")
@@ -155,7 +203,7 @@ class DistillMOSFeatureExtractor(SequenceFeatureExtractor):
                 f"{name} is at {sampling_rate} Hz but the model expects {self.sampling_rate} Hz and resampling is "
                 "off (resample=False)."
             )
-        return resample(to_float_waveform(clip, name), sampling_rate, self.sampling_rate)
+        return resample(to_float_waveform(clip, name), sampling_rate, self.sampling_rate, name)
 
     def __call__(
         self,
@@ -171,7 +219,8 @@ class DistillMOSFeatureExtractor(SequenceFeatureExtractor):
             raw_speech (`np.ndarray`, `torch.Tensor`, `list[float]`, or a list of those): one mono clip of shape
                 `(samples,)` or a list of clips. A 2-D array is refused rather than guessed at: pass a list of clips
                 for a batch, or pick a channel of multi-channel audio.
-            sampling_rate (`int`): rate of `raw_speech` in Hz (required; all clips share it).
+            sampling_rate (`int` or `list[int]`): rate of `raw_speech` in Hz (required): one for all clips, or one per
+                clip; each clip is resampled to 16 kHz on its own.
             padding (`bool` or `str`, defaults to `True`): pad to the longest clip (`True`/`"longest"`), or as
                 [`~SequenceFeatureExtractor.pad`] accepts.
             return_tensors (`str`, *optional*): `"pt"` for PyTorch tensors, `"np"` for numpy arrays.
@@ -181,16 +230,24 @@ class DistillMOSFeatureExtractor(SequenceFeatureExtractor):
             [`BatchFeature`] with `input_values` `(batch, samples)` float32 at 16 kHz and `attention_mask`
             `(batch, samples)` int32.
         """
-        check_sampling_rate(sampling_rate)
         is_batch = isinstance(raw_speech, (list, tuple)) and len(raw_speech) > 0 and not np.isscalar(raw_speech[0])
         clips = list(raw_speech) if is_batch else [raw_speech]
         if len(clips) == 0 or (isinstance(raw_speech, (list, tuple)) and len(raw_speech) == 0):
             raise ValueError("No audio given: raw_speech is an empty list.")
+        if isinstance(sampling_rate, (list, tuple, np.ndarray)):
+            if len(sampling_rate) != len(clips):
+                raise ValueError(
+                    f"got {len(clips)} clip(s) but {len(sampling_rate)} sampling rates; give one rate for all clips "
+                    "or one per clip."
+                )
+            rates = [check_sampling_rate(rate) for rate in sampling_rate]
+        else:
+            rates = [check_sampling_rate(sampling_rate)] * len(clips)
 
         waveforms = []
-        for index, clip in enumerate(clips):
+        for index, (clip, rate) in enumerate(zip(clips, rates)):
             name = f"clip {index}" if is_batch else "the clip"
-            waveform = self.prepare_clip(clip, sampling_rate, name)
+            waveform = self.prepare_clip(clip, rate, name)
             if not waveform.any():
                 warnings.warn(
                     f"{name} {SILENT_MESSAGE}",

@@ -37,6 +37,38 @@ def default_model_location() -> str:
     return DEFAULT_HUB_ID
 
 
+# What `dtype=` accepts besides a torch.dtype; "auto" picks by hardware (see `resolve_dtype`).
+DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512_BF16 or AMX), as torch reads them from cpuid."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """
+    `dtype` ("float32", "bfloat16", "float16", "auto", a torch.dtype, or None for float32) -> the dtype to load the
+    model in. "auto": bfloat16 on CPUs with native bfloat16, float16 on CUDA GPUs with tensor cores (compute capability
+    7.0 or newer), float32 otherwise. float32 is the exact setting (the original's scores to 1e-4).
+    """
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPE_NAMES.values():
+            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or auto, got {dtype}.")
+        return dtype
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.float16 if torch.cuda.get_device_capability(device) >= (7, 0) else torch.float32
+        if device.type == "cpu" and cpu_has_native_bf16():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or auto, got {dtype!r}.")
+    return DTYPE_NAMES[dtype]
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -99,8 +131,11 @@ class DistillMOSScorer:
             larger values (e.g. 4 or 7.68) are the opt-in fast mode: fewer windows, slightly different scores.
         window_scorer: runs the network on windows instead of `model.score_windows` (e.g. an ONNX Runtime session,
             see `distill_mos.onnx_backend`); windowing and averaging stay in the model.
-        half: score in float16 autocast (CUDA only; faster on tensor-core GPUs, deviation measured by
-            `bench/benchmark.py`).
+        half: score in float16 autocast (CUDA only); kept for compatibility, `dtype="float16"` in `from_pretrained`
+            runs the whole network in float16 instead.
+
+    The model's dtype (see `from_pretrained(dtype=...)`) sets the precision: float32 (default) is exact; bfloat16 and
+    float16 are faster on hardware that has them, with deviations measured by `bench/benchmark.py`.
     """
 
     def __init__(
@@ -132,6 +167,7 @@ class DistillMOSScorer:
         device: str | torch.device | None = "auto",
         backend: str = "torch",
         onnx_path: str | os.PathLike | None = None,
+        dtype: str | torch.dtype | None = "float32",
         **kwargs,
     ) -> "DistillMOSScorer":
         """
@@ -139,11 +175,18 @@ class DistillMOSScorer:
 
         `backend="onnx"` scores windows with ONNX Runtime (needs `onnx` and `onnxruntime`), exporting the network to
         `onnx_path` (default: `~/.cache/distill-mos/`) on first use; windowing and averaging stay in the model.
+
+        `dtype`: "float32" (default, exact), "bfloat16", "float16" or "auto" (bfloat16 on CPUs with native bfloat16,
+        float16 on CUDA GPUs with tensor cores, else float32). The spectrogram is always computed in float32.
         """
         if backend not in ("torch", "onnx"):
             raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}.")
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
+        if backend == "onnx" and dtype != torch.float32:
+            raise ValueError(f"the ONNX backend runs in float32; use dtype='float32' with it, or the torch backend for {dtype}.")
         location = str(location or default_model_location())
-        model = DistillMOSModel.from_pretrained(location).to(resolve_device(device))
+        model = DistillMOSModel.from_pretrained(location, dtype=dtype).to(device)
         if backend == "onnx":
             from .onnx_backend import load_onnx_window_scorer  # onnxruntime stays an optional dependency
 
@@ -153,6 +196,11 @@ class DistillMOSScorer:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Precision the network runs in (float32 is exact)."""
+        return torch.float16 if self.half else self.model.dtype
 
     @property
     def sampling_rate(self) -> int:
@@ -194,9 +242,14 @@ class DistillMOSScorer:
         return self.score_arrays([waveform], sampling_rate)[0]
 
     def score_arrays(self, waveforms: Sequence, sampling_rates: int | Sequence[int]) -> list[Score]:
-        """Scores several clips; `sampling_rates` is one rate for all or one per clip."""
-        if isinstance(sampling_rates, (int, np.integer)):
+        """Scores several clips; `sampling_rates` is one rate (an int, in Hz) for all, or a sequence of one per clip."""
+        if isinstance(sampling_rates, (int, np.integer)) and not isinstance(sampling_rates, bool):
             sampling_rates = [sampling_rates] * len(waveforms)
+        if isinstance(sampling_rates, (str, bytes)) or not isinstance(sampling_rates, Sequence | np.ndarray):
+            raise ValueError(
+                "sampling_rates must be one int (Hz) for all clips or a list of ints, one per clip; got "
+                f"{sampling_rates!r} ({type(sampling_rates).__name__})."
+            )
         if len(sampling_rates) != len(waveforms):
             raise ValueError(f"got {len(waveforms)} clips but {len(sampling_rates)} sampling rates.")
         prepared = []
@@ -220,8 +273,9 @@ class DistillMOSScorer:
                 decoded.channels,
             )
             waveform = self.prepare(decoded.waveform, decoded.sampling_rate, name="audio")
-            if not waveform.any():
-                result.warning = f"audio {SILENT}"
+            # decoded.warning: very short, or far shorter than the header says (wording in distill_mos.audio)
+            notes = ([f"audio {SILENT}"] if not waveform.any() else []) + ([decoded.warning] if decoded.warning else [])
+            result.warning = "; ".join(notes) or None
             return _Prepared(result, waveform)
         except AudioFileError as error:
             result.error = error.reason
