@@ -1,7 +1,11 @@
 """Decoding audio files to mono float32 waveforms: the one decode path of the CLI, the API, the Space and eval."""
 
+import errno
 import io
+import os
 import re
+import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +14,34 @@ import numpy as np
 # libsndfile reads these bit-exactly and fast; everything else (mp3, m4a, aac, webm, ...) goes through FFmpeg.
 SOUNDFILE_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".w64", ".rf64"}
 AUDIO_SUFFIXES = SOUNDFILE_SUFFIXES | {".mp3", ".m4a", ".aac", ".opus", ".webm", ".mp4", ".wma"}
+
+# Warnings that travel with a score (CLI `warning` column, `FileScore.warning`, the Space). One wording everywhere:
+# the Space and the CLI format these templates, so a user sees the same sentence in both.
+SHORT_CLIP_SECONDS = 1.0
+WINDOW_SECONDS = 7.68  # the model's analysis window (DistillMOSConfig.window_seconds); kept here to stay torch-free
+SILENT_WARNING = "audio is silent (all samples are zero); its score is finite but says nothing about speech."
+SHORT_CLIP_WARNING = (
+    "audio is very short ({duration:.2f} s); the model scores {window:g} s windows, so this score is less reliable"
+)
+TRUNCATED_WARNING = (
+    "audio is much shorter than its header says ({duration:.2f} s decoded, {declared:.2f} s declared); "
+    "the file is probably truncated, so this score covers only what could be read"
+)
+# A decoded length under this fraction of the header's (and at least TRUNCATED_MIN_SECONDS short of it) is "far
+# shorter". Headers that only estimate (MP3 without a Xing/VBRI frame) get the looser ESTIMATE fraction.
+TRUNCATED_FRACTION, TRUNCATED_ESTIMATE_FRACTION, TRUNCATED_MIN_SECONDS = 0.9, 0.5, 0.25
+# libsndfile reports this many frames (SF_COUNT_MAX) when a header does not say (FLAC written to a pipe).
+_UNKNOWN_FRAMES = 2**62
+
+
+def short_clip_warning(duration: float, window_seconds: float = WINDOW_SECONDS) -> str:
+    """`SHORT_CLIP_WARNING` for a clip of `duration` seconds."""
+    return SHORT_CLIP_WARNING.format(duration=duration, window=window_seconds)
+
+
+def truncated_warning(duration: float, declared: float) -> str:
+    """`TRUNCATED_WARNING` for `duration` seconds decoded out of `declared` seconds announced by the header."""
+    return TRUNCATED_WARNING.format(duration=duration, declared=declared)
 
 
 class AudioFileError(ValueError):
@@ -23,11 +55,18 @@ class AudioFileError(ValueError):
 
 @dataclass
 class DecodedAudio:
-    """A decoded file: `waveform` is the selected channel(s) mixed to mono, float32, shape (samples,)."""
+    """
+    A decoded file: `waveform` is the selected channel(s) mixed to mono, float32, shape (samples,).
+    `declared_duration` is the length in seconds the file's header announces (None when it does not say: a FLAC
+    written to a pipe, a WAV with a streaming header, most FFmpeg containers), and `warning` says what makes the
+    score less trustworthy (very short, or far shorter than the header says), else None.
+    """
 
     waveform: np.ndarray
     sampling_rate: int
     channels: int
+    declared_duration: float | None = None
+    warning: str | None = None
 
     @property
     def duration(self) -> float:
@@ -50,18 +89,74 @@ def select_channel(samples: np.ndarray, channel: str | int = "first") -> np.ndar
     return samples[index]
 
 
-def _decode_soundfile(source: Path | io.BytesIO) -> tuple[np.ndarray, int]:
+def _decode_soundfile(source: Path | io.BytesIO) -> tuple[np.ndarray, int, float | None, bool]:
+    """-> (samples (channels, frames) float32, rate, header duration in s or None, header is exact)."""
     import soundfile
 
-    data, sampling_rate = soundfile.read(source if isinstance(source, io.BytesIO) else str(source), dtype="float32", always_2d=True)
-    return np.ascontiguousarray(data.T), int(sampling_rate)
+    with soundfile.SoundFile(source if isinstance(source, io.BytesIO) else str(source)) as handle:
+        rate = int(handle.samplerate)
+        if 0 < handle.frames < _UNKNOWN_FRAMES:
+            declared = handle.frames / rate if rate > 0 else None
+            data = handle.read(dtype="float32", always_2d=True)
+        else:
+            # The header does not say how long the audio is (libsndfile then reports 2**63 - 1 frames, "5.8e14 s"):
+            # measure the length by reading blocks until the stream ends.
+            declared = None
+            blocks = []
+            while len(block := handle.read(1 << 16, dtype="float32", always_2d=True)):
+                blocks.append(block)
+            data = np.concatenate(blocks) if blocks else np.zeros((0, handle.channels), np.float32)
+    return np.ascontiguousarray(data.T), rate, declared, True
 
 
-def _decode_ffmpeg(source: Path | io.BytesIO) -> tuple[np.ndarray, int]:
+def _decode_ffmpeg(source: Path | io.BytesIO) -> tuple[np.ndarray, int, float | None, bool]:
     from torchcodec.decoders import AudioDecoder
 
-    samples = AudioDecoder(source.getvalue() if isinstance(source, io.BytesIO) else str(source)).get_all_samples()
-    return samples.data.numpy(), int(samples.sample_rate)
+    decoder = AudioDecoder(source.getvalue() if isinstance(source, io.BytesIO) else str(source))
+    samples = decoder.get_all_samples()
+    declared = getattr(decoder.metadata, "duration_seconds_from_header", None)
+    return samples.data.numpy(), int(samples.sample_rate), (float(declared) if declared else None), False
+
+
+def wav_header_duration(head: bytes) -> float | None:
+    """
+    The length in seconds that a RIFF/WAVE header's `data` chunk announces, from the file's first bytes (None when
+    `head` is not a WAV header or the size is a streaming placeholder). libsndfile quietly clamps a `data` size larger
+    than the file to what the file holds, so a truncated WAV can only be recognised from the header itself.
+    """
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    offset, block_align, rate = 12, None, None
+    while offset + 8 <= len(head):
+        chunk, size = head[offset:offset + 4], struct.unpack("<I", head[offset + 4:offset + 8])[0]
+        if chunk == b"fmt " and offset + 20 <= len(head):
+            rate = struct.unpack("<I", head[offset + 12:offset + 16])[0]
+            block_align = struct.unpack("<H", head[offset + 20:offset + 22])[0] if offset + 22 <= len(head) else None
+        elif chunk == b"data":
+            if not block_align or not rate or size in (0, 0xFFFFFFFF):
+                return None
+            return size // block_align / rate
+        offset += 8 + size + (size & 1)
+    return None
+
+
+def _read_head(source: Path | io.BytesIO, size: int = 1 << 16) -> bytes:
+    if isinstance(source, io.BytesIO):
+        return source.getbuffer()[:size].tobytes()
+    with open(source, "rb") as handle:
+        return handle.read(size)
+
+
+def _length_warning(frames: int, rate: int, declared: float | None, exact: bool) -> str | None:
+    if rate <= 0:  # the scorer refuses such a rate with its own message
+        return None
+    duration = frames / rate
+    if declared is not None and declared - duration >= TRUNCATED_MIN_SECONDS:
+        if duration < declared * (TRUNCATED_FRACTION if exact else TRUNCATED_ESTIMATE_FRACTION):
+            return truncated_warning(duration, declared)
+    if duration < SHORT_CLIP_SECONDS:
+        return short_clip_warning(duration)
+    return None
 
 
 def _first_line(error: Exception) -> str:
@@ -78,14 +173,37 @@ def load_audio(path: str | Path, channel: str | int = "first") -> DecodedAudio:
         AudioFileError: the file is missing, empty, not audio, or holds no samples; the message names the file.
     """
     path = Path(path)
-    if not path.exists():
-        raise AudioFileError(path, "no such file")
-    if path.is_dir():
-        raise AudioFileError(path, "is a directory, not an audio file")
-    if path.stat().st_size == 0:
-        raise AudioFileError(path, "file is empty (0 bytes)")
+    check_readable_file(path)
 
     return _decode(path, path, channel, soundfile_first=path.suffix.lower() in SOUNDFILE_SUFFIXES)
+
+
+def check_readable_file(path: str | Path) -> None:
+    """
+    Raises an `AudioFileError` saying why `path` cannot be opened as an audio file (missing, a broken or looping
+    symbolic link, a folder, not a regular file, unreadable, empty); returns None for a readable, non-empty file.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()  # follows symbolic links
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise AudioFileError(path, "symbolic link loop (the link points back at itself)") from None
+        if path.is_symlink():
+            raise AudioFileError(path, f"broken symbolic link (its target {os.readlink(path)} does not exist)") from None
+        if error.errno == errno.ENOENT:
+            raise AudioFileError(path, "no such file") from None
+        if error.errno == errno.ENOTDIR:
+            raise AudioFileError(path, "no such file (a part of the path is not a folder)") from None
+        raise AudioFileError(path, f"cannot be opened ({error.strerror or error})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise AudioFileError(path, "is a directory, not an audio file")
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+        raise AudioFileError(path, "is not a regular file (a pipe, socket or device)")
+    if not os.access(path, os.R_OK):
+        raise AudioFileError(path, "permission denied (the file is not readable)")
+    if info.st_size == 0:
+        raise AudioFileError(path, "file is empty (0 bytes)")
 
 
 def decode_bytes(data: bytes, name: str = "audio bytes", channel: str | int = "first") -> DecodedAudio:
@@ -103,7 +221,7 @@ def _decode(source: Path | io.BytesIO, name, channel: str | int, soundfile_first
         try:
             if isinstance(source, io.BytesIO):
                 source.seek(0)
-            samples, sampling_rate = decode(source)
+            samples, sampling_rate, declared, exact = decode(source)
             break
         except Exception as error:  # noqa: BLE001 - each decoder has its own exception types
             failures.append(_first_line(error))
@@ -116,4 +234,12 @@ def _decode(source: Path | io.BytesIO, name, channel: str | int, soundfile_first
         waveform = select_channel(samples, channel)
     except ValueError as error:
         raise AudioFileError(name, str(error)) from None
-    return DecodedAudio(np.ascontiguousarray(waveform, dtype=np.float32), sampling_rate, samples.shape[0])
+    if exact and (wav_declared := wav_header_duration(_read_head(source))) is not None:
+        declared = wav_declared  # libsndfile clamped frames to what the file holds: trust the header's own claim
+    return DecodedAudio(
+        np.ascontiguousarray(waveform, dtype=np.float32),
+        sampling_rate,
+        samples.shape[0],
+        declared_duration=declared,
+        warning=_length_warning(samples.shape[1], sampling_rate, declared, exact),
+    )

@@ -1,35 +1,73 @@
-"""`distill-mos`: score speech files, folders and file lists from the command line."""
+"""
+`distill-mos`: score speech files, folders and file lists from the command line.
+
+Start-up matters for a command line tool: `--help`, `--version` and every argument error are answered before torch,
+transformers or Ray are imported (they cost seconds); only a run that scores something imports them.
+"""
 
 import argparse
 import csv
+import errno
+import io
 import json
+import os
+import re
+import shutil
+import stat
 import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .audio import AUDIO_SUFFIXES
 
-EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE = 0, 1, 2
-COLUMNS = ["file", "mos", "duration_s", "sampling_rate", "channels", "error"]
+EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+COLUMNS = ["file", "mos", "duration_s", "sampling_rate", "channels", "error", "warning"]
 WINDOW_COLUMNS = ["window_scores", "window_starts"]
 PROGRESS_MIN_FILES = 4
+DTYPES = ["float32", "bfloat16", "float16", "auto"]
+PARTIAL_SUFFIX = ".partial"
+# `--ray ADDRESS`: what Ray's `ray.init(address=...)` accepts; anything else after --ray is taken for an input.
+_RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.\-\[\]:]+:\d+)$")
+
+
+class UsageError(Exception):
+    """A problem with the arguments or the output: reported as one line on stderr, exit status 2."""
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"distill-mos {__version__}"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distill-mos",
         description="Predict the speech quality (MOS, 1 = bad .. 5 = excellent) of audio files with Distill-MOS.",
-        epilog="Exit status: 0 every file scored, 1 some file failed (see its error column), 2 bad arguments.",
+        epilog="Exit status: 0 every file scored, 1 some file failed (see its error column), 2 bad arguments or "
+               "output, 130 interrupted (rerun with --resume to continue).",
     )
     parser.add_argument("inputs", nargs="*", type=Path, help="audio files and/or folders")
+    parser.add_argument("--version", action="version", version=_version())
     parser.add_argument(
         "-l", "--file-list", "--file_list", type=Path,
         help="text file with one audio path per line, or a CSV with a 'file' (or 'path') column; paths are "
              "relative to the single folder given as input, if any",
     )
     parser.add_argument("-r", "--recursive", action="store_true", help="search folders recursively")
-    parser.add_argument("-o", "--output", default="-", help="output file (.csv or .jsonl), or - for stdout (default)")
+    parser.add_argument(
+        "-o", "--output", default="-",
+        help="output file (.csv or .jsonl), or - for stdout (default). A file is written as OUTPUT.partial and "
+             "renamed when the run completes",
+    )
     parser.add_argument("--format", choices=["csv", "jsonl"], help="output format (default: from the extension, else csv)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="continue an interrupted run (or extend a finished one): keep the rows already in OUTPUT (or "
+             "OUTPUT.partial), score only the inputs without a row, and append",
+    )
     parser.add_argument("--windows", action="store_true", help="add per-window scores and start times (seconds)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=8, help="files per model call (default: 8)")
@@ -44,10 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--onnx-path", default=None, help="ONNX file for --backend onnx (default: ~/.cache/distill-mos/)")
     parser.add_argument("--half", action="store_true", help="float16 autocast on a CUDA GPU (faster, slightly different)")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="float32",
+        help="weights and compute precision (default: float32, exact; auto picks a fast one for the device)",
+    )
     parser.add_argument("--model", default=None, help="model folder or Hub id (default: $DISTILL_MOS_MODEL, else this checkout or the pip-installed copy, else the Hub)")
+    parser.add_argument(
+        "--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+        help="score with Ray Data (pip install 'distill-mos-hf[ray]'): without ADDRESS a local Ray instance on this "
+             "machine; with one (auto, HOST:PORT, ray://HOST:PORT) the cluster there. Same rows as without --ray",
+    )
+    parser.add_argument(
+        "--ray-actors", type=int, default=None,
+        help="with --ray: model replicas (default: one per GPU of the cluster, else one per CPU core)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no per-file errors on stderr")
     return parser
+
+
+# --- inputs ---------------------------------------------------------------------------------------------------------
 
 
 def _read_file_list(path: Path) -> list[str]:
@@ -61,8 +115,52 @@ def _read_file_list(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-def collect_files(inputs: list[Path], file_list: Path | None, recursive: bool) -> list[str]:
-    """Expands the command line's inputs into the list of files to score, in a stable order."""
+def _scan_folder(folder: Path, recursive: bool, problems: dict[str, str]) -> list[str]:
+    """
+    The audio files in `folder` (by suffix), sorted, subfolders too if `recursive`. Entries that cannot be opened
+    (broken or looping symbolic links, unreadable files) are kept so that they get an error row; a subfolder that
+    cannot be listed is recorded in `problems` (path -> reason) and kept too. Symbolic links to folders are followed
+    once (a link back to a folder already visited is not walked again).
+    """
+    found: list[str] = []
+    seen: set[tuple[int, int]] = set()
+
+    def walk(directory: Path) -> None:
+        try:
+            info = directory.stat()
+            if (info.st_dev, info.st_ino) in seen:
+                return
+            seen.add((info.st_dev, info.st_ino))
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as error:
+            problems[str(directory)] = f"folder cannot be read ({error.strerror or error})"
+            found.append(str(directory))
+            return
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()  # follows links; False for broken links and loops
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if recursive:
+                    walk(path)
+            elif path.suffix.lower() in AUDIO_SUFFIXES:
+                found.append(str(path))
+
+    walk(folder)
+    return [str(p) for p in sorted(map(Path, found))]
+
+
+def collect_files(
+    inputs: list[Path], file_list: Path | None, recursive: bool, problems: dict[str, str] | None = None
+) -> list[str]:
+    """
+    Expands the command line's inputs into the list of files to score, in a stable order. Every path the user named
+    and every audio entry a folder scan found is listed, whether or not it can be opened: the scorer gives it an
+    error row. Folders that cannot be listed go to `problems` (path -> reason) as well.
+    """
+    problems = {} if problems is None else problems
     if file_list is not None:
         folders = [p for p in inputs if p.is_dir()]
         if len(inputs) > 1 or (inputs and not folders):
@@ -72,12 +170,11 @@ def collect_files(inputs: list[Path], file_list: Path | None, recursive: bool) -
     files = []
     for item in inputs:
         if item.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found = sorted(p for p in item.glob(pattern) if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            found = _scan_folder(item, recursive, problems)
             if not found:
                 raise ValueError(f"{item}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found"
                                  + ("" if recursive else "; use -r to search subfolders"))
-            files.extend(str(p) for p in found)
+            files.extend(found)
         else:  # a missing file is reported as that file's error, not as a usage error
             files.append(str(item))
     return files
@@ -95,6 +192,9 @@ def _parse_channel(value: str) -> str | int:
     return index
 
 
+# --- output ---------------------------------------------------------------------------------------------------------
+
+
 def _row(result, windows: bool) -> dict:
     row = {
         "file": result.path,
@@ -103,6 +203,7 @@ def _row(result, windows: bool) -> dict:
         "sampling_rate": result.sampling_rate,
         "channels": result.channels,
         "error": result.error,
+        "warning": result.warning,
     }
     if windows:
         row["window_scores"] = [round(s, 6) for s in result.window_scores]
@@ -111,13 +212,14 @@ def _row(result, windows: bool) -> dict:
 
 
 class _Writer:
-    """Writes rows as they come (CSV or JSON Lines), so an interrupted run keeps what it scored."""
+    """Writes rows as they come (CSV or JSON Lines), flushed one by one, so an interrupted run keeps what it scored."""
 
-    def __init__(self, handle, fmt: str, windows: bool):
+    def __init__(self, handle, fmt: str, windows: bool, header: bool = True):
         self.handle, self.fmt = handle, fmt
         if fmt == "csv":
             self.csv = csv.DictWriter(handle, fieldnames=COLUMNS + (WINDOW_COLUMNS if windows else []))
-            self.csv.writeheader()
+            if header:
+                self.csv.writeheader()
 
     def write(self, row: dict) -> None:
         if self.fmt == "jsonl":
@@ -129,81 +231,321 @@ class _Writer:
         self.handle.flush()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def _is_special(path: Path) -> bool:
+    """A device, pipe or socket (/dev/full, /dev/stdout, a FIFO): written in place, never renamed over."""
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, or argparse's own usage errors (status 2)
-        return exit_.code
+        return not stat.S_ISREG(path.stat().st_mode) and not path.is_dir()
+    except OSError:
+        return False
 
-    def usage_error(message: str) -> int:
-        parser.print_usage(sys.stderr)
-        print(f"distill-mos: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
 
-    if not args.inputs and args.file_list is None:
-        return usage_error("give audio files, folders, or --file-list")
-    if args.batch_size < 1:
-        return usage_error(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.window_hop is not None and args.window_hop <= 0:
-        return usage_error(f"--window-hop must be a positive number of seconds, got {args.window_hop}")
-    if args.file_list is not None and not args.file_list.is_file():
-        return usage_error(f"{args.file_list}: file list not found")
-    try:
-        channel = _parse_channel(args.channel)
-        files = collect_files(args.inputs, args.file_list, args.recursive)
-    except (ValueError, OSError) as error:
-        return usage_error(str(error))
-    if not files:
-        return usage_error("no files to score")
+def partial_path(output: Path) -> Path:
+    """Where rows go while a run is in progress: `<output>.partial`, renamed to `output` when the run completes."""
+    return output.with_name(output.name + PARTIAL_SUFFIX)
 
-    to_stdout = args.output == "-"
-    fmt = args.format or ("jsonl" if str(args.output).lower().endswith((".jsonl", ".json")) else "csv")
-    if not to_stdout:
-        output = Path(args.output)
-        if output.exists() and not args.overwrite:
-            return usage_error(f"{output} already exists; pass --overwrite to replace it")
-        if not output.parent.is_dir():
-            return usage_error(f"{output.parent}: output folder does not exist")
 
-    import torch  # imported late so that --help and argument errors are instant
+def read_done_rows(path: Path, fmt: str, windows: bool) -> list[dict]:
+    """
+    The complete rows of an earlier run's output, for `--resume`. A last line cut short by a killed process is
+    dropped and cut off the file, so that appending continues on a clean line. Raises UsageError when the file
+    was written with other columns (e.g. without --windows) or is not this tool's output.
+    """
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):  # a row cut short: drop it
+        with open(path, "r+b") as handle:
+            handle.truncate(end)
+        data = data[:end]
+    text = data.decode("utf-8")
+    expected = COLUMNS + (WINDOW_COLUMNS if windows else [])
+    if fmt == "csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if text and reader.fieldnames != expected:
+            raise UsageError(
+                f"{path}: cannot resume: its columns {reader.fieldnames} are not {expected} "
+                "(same --windows and --format as the interrupted run?)"
+            )
+        return list(reader)
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise UsageError(f"{path}: cannot resume: line {number} is not JSON") from None
+        if not isinstance(row, dict) or list(row) != expected:
+            raise UsageError(f"{path}: cannot resume: line {number} does not hold the columns {expected} (same --windows?)")
+        rows.append(row)
+    return rows
+
+
+def _remaining(files: list[str], done_rows: list[dict]) -> list[str]:
+    """The inputs without a row yet (a file listed twice needs two rows, as in an uninterrupted run)."""
+    done = Counter(row["file"] for row in done_rows)
+    remaining = []
+    for file in files:
+        if done[file] > 0:
+            done[file] -= 1
+        else:
+            remaining.append(file)
+    return remaining
+
+
+class _Output:
+    """
+    Where rows go. A regular output file is written as `<output>.partial` and renamed to its name only when every
+    row is in, so a file under the requested name is always complete; an interrupted run leaves the `.partial`
+    file, which `--resume` continues. stdout and special files (/dev/full, a FIFO) are written in place.
+    """
+
+    def __init__(self, output: str, fmt: str, windows: bool, overwrite: bool, resume: bool):
+        self.fmt, self.windows = fmt, windows
+        self.to_stdout = output == "-"
+        self.path = None if self.to_stdout else Path(output)
+        self.partial = None
+        self.resume = resume
+        self.done_rows: list[dict] = []
+        if self.to_stdout:
+            if resume:
+                raise UsageError("--resume needs an output file (-o FILE), not stdout")
+            return
+        if overwrite and resume:
+            raise UsageError("--overwrite and --resume contradict each other: give one")
+        if self.path.is_dir():
+            raise UsageError(f"{self.path} is a directory; give a file name for -o (e.g. {self.path / 'scores.csv'})")
+        if not self.path.parent.is_dir():
+            raise UsageError(f"{self.path.parent}: output folder does not exist")
+        if _is_special(self.path):
+            if resume:
+                raise UsageError(f"{self.path} is not a regular file: nothing to resume")
+            return
+        if self.path.is_symlink():  # write where the link points, keep the link
+            self.path = self.path.resolve()
+        self.partial = partial_path(self.path)
+        if resume:
+            source = self.partial if self.partial.is_file() else self.path if self.path.is_file() else None
+            if source is not None:
+                self.done_rows = read_done_rows(source, fmt, windows)
+                if source == self.path:  # extend a finished run through a copy: the original stays whole meanwhile
+                    shutil.copyfile(self.path, self.partial)
+        elif not overwrite:
+            if self.path.exists():
+                raise UsageError(f"{self.path} already exists; pass --overwrite to replace it, or --resume to continue it")
+            if self.partial.exists():
+                raise UsageError(
+                    f"{self.partial} holds the rows of an interrupted run; pass --resume to continue it, or "
+                    "--overwrite to start again"
+                )
+
+    def open(self):
+        """The text handle to write to (stdout, the special file, or the .partial file)."""
+        if self.to_stdout:
+            return sys.stdout
+        if self.partial is None:
+            return open(self.path, "w", newline="", encoding="utf-8")
+        return open(self.partial, "a" if self._continues() else "w", newline="", encoding="utf-8")
+
+    def _continues(self) -> bool:
+        """--resume onto a .partial file that already holds a header (and maybe rows)."""
+        return self.resume and self.partial is not None and self.partial.is_file() and self.partial.stat().st_size > 0
+
+    def needs_header(self) -> bool:
+        return not self._continues()
+
+    def finish(self) -> None:
+        """Every row is written: give the file its name."""
+        if self.partial is not None:
+            os.replace(self.partial, self.path)
+
+
+# --- scoring --------------------------------------------------------------------------------------------------------
+
+
+def _ray_address(value: str | None, inputs: list[Path]) -> str | None:
+    """`--ray [ADDRESS]`: argparse gives `--ray clips/` the folder as the address; hand such a path back to inputs."""
+    if value is None or value == "local" or _RAY_ADDRESS.match(value):
+        return value
+    if Path(value).exists() or Path(value).suffix.lower() in AUDIO_SUFFIXES:
+        inputs.insert(0, Path(value))
+        return "local"
+    raise UsageError(f"--ray: {value!r} is not a Ray address (auto, HOST:PORT or ray://HOST:PORT) nor an input path")
+
+
+def _load_scorer(args):
     from transformers.utils import logging as hf_logging
 
     from .scorer import DistillMOSScorer
 
     hf_logging.disable_progress_bar()
     try:
-        scorer = DistillMOSScorer.from_pretrained(
+        return DistillMOSScorer.from_pretrained(
             args.model, device=args.device, batch_size=args.batch_size, window_hop=args.window_hop,
-            backend=args.backend, onnx_path=args.onnx_path, half=args.half,
+            backend=args.backend, onnx_path=args.onnx_path, half=args.half, dtype=args.dtype,
         )
-    except (ValueError, RuntimeError, OSError, ImportError) as error:
-        return usage_error(f"could not load the model: {error}")
+    except (ValueError, RuntimeError, OSError, ImportError, TypeError) as error:
+        raise UsageError(f"could not load the model: {error}") from None
 
-    show_progress = len(files) >= PROGRESS_MIN_FILES and not (args.no_progress or args.quiet)
-    failures = 0
-    handle = sys.stdout if to_stdout else open(args.output, "w", newline="")
+
+def _score_local(scorer, files: list[str], problems: dict[str, str], channel) -> Iterator:
+    import torch
+
+    from .scorer import FileScore
+
+    results = scorer.score_files([f for f in files if f not in problems], channel=channel)
+    with torch.inference_mode():
+        for file in files:
+            yield FileScore(path=file, error=problems[file]) if file in problems else next(results)
+
+
+def _connect_ray(address: str) -> None:
     try:
-        writer = _Writer(handle, fmt, args.windows)
-        progress = None
-        if show_progress:
+        from .ray import init_ray
+    except ImportError as error:
+        raise UsageError(f"--ray needs Ray Data: pip install 'distill-mos-hf[ray]' ({error})") from None
+    try:
+        init_ray(None if address == "local" else address)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise UsageError(f"--ray {address}: could not start or join Ray: {error}") from None
+
+
+def _score_ray(args, files: list[str], problems: dict[str, str], channel, address: str) -> Iterator:
+    from .ray import score_files_with_ray
+    from .scorer import FileScore
+
+    rows = score_files_with_ray(
+        [f for f in files if f not in problems], address=None if address == "local" else address,
+        num_actors=args.ray_actors, model=args.model, device=args.device, batch_size=args.batch_size,
+        window_hop=args.window_hop, channel=channel, windows=args.windows, dtype=args.dtype,
+    )
+    for file in files:
+        if file in problems:
+            yield FileScore(path=file, error=problems[file])
+            continue
+        row = next(rows)
+        yield FileScore(
+            path=row["file"], mos=row["mos"], duration=row["duration_s"], sampling_rate=row["sampling_rate"],
+            channels=row["channels"], error=row["error"], warning=row["warning"],
+            window_scores=list(row.get("window_scores") or []), window_starts=list(row.get("window_starts") or []),
+        )
+
+
+def _quiet_stdout() -> None:
+    """After a closed pipe (`distill-mos ... | head -1`): send what is still buffered nowhere, so Python's own
+    flush at exit does not print a BrokenPipeError either."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or argparse's own usage errors (status 2)
+        return exit_.code
+
+    def usage_error(message: str) -> int:
+        parser.print_usage(sys.stderr)
+        return output_error(message)
+
+    def output_error(message: str) -> int:  # not the arguments' fault: no usage text
+        print(f"distill-mos: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+    try:
+        ray_address = _ray_address(args.ray, args.inputs)
+        if not args.inputs and args.file_list is None:
+            raise UsageError("give audio files, folders, or --file-list")
+        if args.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+        if args.window_hop is not None and args.window_hop <= 0:
+            raise UsageError(f"--window-hop must be a positive number of seconds, got {args.window_hop}")
+        if args.ray_actors is not None and args.ray_actors < 1:
+            raise UsageError(f"--ray-actors must be at least 1, got {args.ray_actors}")
+        if args.ray_actors is not None and ray_address is None:
+            raise UsageError("--ray-actors needs --ray")
+        if args.file_list is not None and not args.file_list.is_file():
+            raise UsageError(f"{args.file_list}: file list not found")
+        try:
+            channel = _parse_channel(args.channel)
+            problems: dict[str, str] = {}
+            files = collect_files(args.inputs, args.file_list, args.recursive, problems)
+        except (ValueError, OSError) as error:
+            raise UsageError(str(error)) from None
+        if not files:
+            raise UsageError("no files to score")
+        fmt = args.format or ("jsonl" if str(args.output).lower().endswith((".jsonl", ".json")) else "csv")
+        output = _Output(args.output, fmt, args.windows, args.overwrite, args.resume)
+    except UsageError as error:
+        return usage_error(str(error))
+    except OSError as error:
+        return usage_error(f"{args.output}: {error.strerror or error}")
+
+    remaining = _remaining(files, output.done_rows)
+    failures = sum(bool(row.get("error")) for row in output.done_rows)
+    if args.resume and output.done_rows and not args.quiet:
+        print(f"distill-mos: resuming: {len(files) - len(remaining)} of {len(files)} file(s) already scored",
+              file=sys.stderr)
+    target = "stdout" if output.to_stdout else str(output.path)
+    handle = None
+    progress = None
+    written = 0
+    try:
+        # the model (or Ray) first: a failure to load leaves no output file behind
+        if not remaining:
+            results = iter(())
+        elif ray_address:
+            _connect_ray(ray_address)
+            results = _score_ray(args, remaining, problems, channel, ray_address)
+        else:
+            results = _score_local(_load_scorer(args), remaining, problems, channel)
+        handle = output.open()
+        writer = _Writer(handle, fmt, args.windows, header=output.needs_header())
+        if len(remaining) >= PROGRESS_MIN_FILES and not (args.no_progress or args.quiet):
             from tqdm import tqdm
 
-            progress = tqdm(total=len(files), unit="file", file=sys.stderr, desc="distill-mos")
+            progress = tqdm(total=len(remaining), unit="file", file=sys.stderr, desc="distill-mos")
         say = progress.write if progress else (lambda message: print(message, file=sys.stderr))
-        with torch.inference_mode():
-            for result in scorer.score_files(files, channel=channel):
-                failures += result.error is not None
-                if not args.quiet and (result.error or result.warning):
-                    say(f"{'error' if result.error else 'warning'}: {result.path}: {result.error or result.warning}")
-                writer.write(_row(result, args.windows))
-                if progress:
-                    progress.update()
+        for result in results:
+            failures += result.error is not None
+            if not args.quiet and result.error:
+                say(f"error: {result.path}: {result.error}")
+            if not args.quiet and result.warning:
+                say(f"warning: {result.path}: {result.warning}")
+            writer.write(_row(result, args.windows))
+            written += 1
+            if progress:
+                progress.update()
+        if handle is not sys.stdout:
+            handle.close()
+        handle = None
+        output.finish()
+    except UsageError as error:
+        return usage_error(str(error))
+    except BrokenPipeError:  # the reader went away (`| head -1`): the usual convention is to stop quietly
+        if output.to_stdout:
+            _quiet_stdout()
+            return EXIT_OK
+        return output_error(f"cannot write {target}: the pipe was closed")
+    except KeyboardInterrupt:
+        kept = f"; the rows so far are in {output.partial}: rerun with --resume to continue" if output.partial else ""
+        print(f"\ndistill-mos: interrupted after {written} of {len(remaining)} file(s){kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as error:
+        if error.errno == errno.EPIPE and output.to_stdout:
+            _quiet_stdout()
+            return EXIT_OK
+        kept = f"; the rows written so far are in {output.partial} (--resume continues)" if output.partial else ""
+        return output_error(f"cannot write {target}: {error.strerror or error}{kept}")
+    finally:
         if progress:
             progress.close()
-    finally:
-        if not to_stdout:
-            handle.close()
+        if handle is not None and handle is not sys.stdout:
+            try:
+                handle.close()
+            except OSError:  # the same full disk again: already reported
+                pass
     if failures and not args.quiet:
         print(f"distill-mos: {failures} of {len(files)} file(s) could not be scored", file=sys.stderr)
     return EXIT_FAILED_FILES if failures else EXIT_OK
