@@ -1,6 +1,13 @@
-"""Shared fixtures: the original distillmos model (the parity reference), ours, and the bundled test data."""
+"""
+Shared fixtures: the original distillmos model (the parity reference), ours, and the bundled test data.
+
+In CI (the `CI` environment variable set, as CI services do) nothing may be skipped for lack of a package or a
+console script: a missing reference package fails instead (`require_module`, `console_script`), and any other skip
+fails too unless the test is marked `cuda` (the only allowed skip: no GPU on the machine).
+"""
 
 import csv
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -25,6 +32,58 @@ for _name, _value in {
     os.environ.setdefault(_name, _value)
 
 
+def in_ci() -> bool:
+    """Whether this run is CI's (`CI` set to anything but an empty string, 0 or false)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_module(name: str, why: str = "a test dependency (pip install -e \".[test]\")"):
+    """`pytest.importorskip`, except that in CI a missing package fails: it must not hide a test there."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        message = f"{name} is not importable ({error}); it is {why}"
+    if in_ci():
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
+def console_script(name: str) -> Path:
+    """
+    The console script `name` installed next to this interpreter (the venv's bin/), whether or not that folder is
+    on PATH (e.g. `.venv/bin/python -m pytest` without activating). Missing: a skip, or a failure in CI.
+    """
+    path = Path(sys.executable).parent / name
+    if not path.is_file():
+        message = f"console script {name!r} is not installed next to {sys.executable}"
+        if in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+    return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI a skip is a failure, except for tests marked `cuda` on a machine without a GPU."""
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped and not hasattr(report, "wasxfail") and item.get_closest_marker("cuda") is None:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where only tests marked 'cuda' may skip: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """In CI a whole module skipped at import (`pytest.importorskip` at module level) is a failure too."""
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"module skipped in CI, where only tests marked 'cuda' may skip: {reason}"
+
+
 def all_sample_files() -> list[Path]:
     return sorted(DATA.glob("*/audio/**/*.wav"))
 
@@ -38,7 +97,7 @@ def genspeech_expected() -> dict[str, float]:
 @pytest.fixture(scope="session")
 def original_model():
     """The real original implementation, from the distillmos==0.9.1 wheel."""
-    distillmos = pytest.importorskip("distillmos")
+    distillmos = require_module("distillmos", "the parity reference (distillmos==0.9.1, in the test extra)")
     return distillmos.ConvTransformerSQAModel().eval()
 
 
@@ -63,8 +122,17 @@ def scorer(model, feature_extractor):
     return DistillMOSScorer(model, feature_extractor)
 
 
+def original_cli_scores(paths) -> dict[str, float]:
+    """
+    The original CLI's own scores of `paths` ({path: MOS}): `distillmos.sqa._infer_file_list`, the function behind
+    the `distillmos` command (torchaudio.load, first channel, `torchaudio.transforms.Resample(sr, 16000)`, its model).
+    """
+    sqa = require_module("distillmos.sqa", "the parity reference (distillmos==0.9.1, in the test extra)")
+    return {str(path): score for path, score in sqa._infer_file_list([str(p) for p in paths])}
+
+
 def original_file_score(original_model, path) -> float:
-    """Exactly what the original CLI does for one file (distillmos.sqa._infer_file_list)."""
+    """What the original CLI does for one file (a copy of distillmos.sqa._infer_file_list's body, for one model)."""
     import torchaudio
 
     x, sr = torchaudio.load(str(path))
@@ -76,6 +144,6 @@ def original_file_score(original_model, path) -> float:
 
 
 @pytest.fixture(scope="session")
-def original_file_scores(original_model):
-    """Original scores of every bundled sample file, computed once per session."""
-    return {str(path): original_file_score(original_model, path) for path in all_sample_files()}
+def original_file_scores():
+    """The original CLI's scores of every bundled sample file (its own code: `original_cli_scores`), once per session."""
+    return original_cli_scores(all_sample_files())
