@@ -16,6 +16,7 @@ and the messages. Settings (environment variables, all optional):
     DISTILL_MOS_CONCURRENCY   requests scored at the same time (default 2)
     DISTILL_MOS_QUEUE_SIZE    requests allowed to wait in the queue (default 32)
     DISTILL_MOS_WINDOW_HOP    seconds between windows on long clips (default: exact, 1 s, as the library)
+    DISTILL_MOS_DTYPE         float32 (default), bfloat16, float16 or auto: the precision the model scores in
     GRADIO_SERVER_NAME / GRADIO_SERVER_PORT   where to listen (default 127.0.0.1:7860; Spaces sets 0.0.0.0)
 """
 
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 SPACE_DIR = Path(__file__).resolve().parent
@@ -52,6 +54,7 @@ ACR_LABELS = ("bad", "poor", "fair", "good", "excellent")
 SHORT_SECONDS = 1.0
 MODEL_ID = "distill-mos/distill-mos-v7"
 TABLE_COLUMNS = ["file", "MOS", "quality", "duration (s)", "error"]
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 CSV_COLUMNS = ["file", "mos", "quality", "duration_s", "sampling_rate", "channels", "error", "warning"]
 
 
@@ -102,14 +105,24 @@ class Limits:
         )
 
 
+def scorer_kwargs() -> dict:
+    """`DistillMOSScorer.from_pretrained` keyword arguments from the environment (see the module docstring)."""
+    hop = os.environ.get("DISTILL_MOS_WINDOW_HOP", "").strip()
+    kwargs = {
+        "device": os.environ.get("DISTILL_MOS_DEVICE", "auto"),
+        "window_hop": float(hop) if hop else None,
+    }
+    dtype = os.environ.get("DISTILL_MOS_DTYPE", "").strip().lower()
+    if dtype:  # passed only when set: the library's default precision is float32
+        if dtype not in DTYPES:
+            raise ValueError(f"DISTILL_MOS_DTYPE must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        kwargs["dtype"] = dtype
+    return kwargs
+
+
 def load_scorer() -> DistillMOSScorer:
     """The model from $DISTILL_MOS_SPACE_MODEL, else the library's default (env, checkout, installed copy, Hub)."""
-    hop = os.environ.get("DISTILL_MOS_WINDOW_HOP", "").strip()
-    return DistillMOSScorer.from_pretrained(
-        os.environ.get("DISTILL_MOS_SPACE_MODEL") or None,
-        device=os.environ.get("DISTILL_MOS_DEVICE", "auto"),
-        window_hop=float(hop) if hop else None,
-    )
+    return DistillMOSScorer.from_pretrained(os.environ.get("DISTILL_MOS_SPACE_MODEL") or None, **scorer_kwargs())
 
 
 # --- formatting ---------------------------------------------------------------------------------------------------
@@ -311,10 +324,130 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", ".)")) else text + "."
 
 
-def window_frame(result: FileScore) -> pd.DataFrame:
-    """Per-window scores against the window centre time (seconds)."""
-    centres = [start + min(WINDOW_SECONDS, result.duration or WINDOW_SECONDS) / 2 for start in result.window_starts]
-    return pd.DataFrame({"time (s)": centres, "MOS": result.window_scores})
+def window_centres(result: FileScore) -> list[float]:
+    """Centre time (seconds) of each scored window; a clip shorter than a window has its one window's centre mid-clip."""
+    width = min(WINDOW_SECONDS, result.duration or WINDOW_SECONDS)
+    return [start + width / 2 for start in result.window_starts]
+
+
+# --- the per-window plot ------------------------------------------------------------------------------------------
+# Drawn here as inline SVG (a gr.HTML value) rather than gr.LinePlot: the page shows exactly the points of the
+# response it received (gr.LinePlot redrew the previous response's data when its value and x_lim changed together),
+# and the time axis gets at most PLOT_MAX_TICKS labels however long the clip.
+
+PLOT_WIDTH, PLOT_HEIGHT = 640, 290
+PLOT_MARGIN = {"left": 46, "right": 18, "top": 34, "bottom": 46}
+PLOT_MAX_TICKS = 8
+PLOT_COLORS = ("#4f46e5", "#ea580c")  # clip A / the only clip: indigo; clip B: orange
+
+
+@dataclass
+class Series:
+    """One curve of the plot: a label and its points, time (s) and MOS."""
+
+    label: str
+    times: list[float]
+    scores: list[float]
+    color: str | None = None  # default: PLOT_COLORS by position
+
+
+def nice_step(span: float, max_ticks: int = PLOT_MAX_TICKS) -> float:
+    """The smallest of 1, 2, 5 x 10^k seconds that puts at most `max_ticks` intervals on `span` seconds."""
+    if span <= 0:
+        return 1.0
+    magnitude = 10 ** math.floor(math.log10(span / max_ticks))
+    for multiple in (1, 2, 5, 10):
+        if span / (multiple * magnitude) <= max_ticks:
+            return multiple * magnitude
+    return 10 * magnitude
+
+
+def _tick_label(value: float) -> str:
+    return f"{value:.10g}"
+
+
+def window_plot_svg(series: list[Series], duration: float, title: str = "Score of each window") -> str:
+    """
+    The per-window scores as an SVG line plot: x is time in seconds (0 .. `duration`, window centres), y is MOS 1..5.
+    Each point is a `<circle class="mos-point" data-series=...>` with a tooltip; axis labels are `<text>` in
+    `<g class="x-tick">` / `<g class="y-tick">`, so the figure can be read back (the browser test does).
+    """
+    legend = len(series) > 1
+    left, top = PLOT_MARGIN["left"], PLOT_MARGIN["top"] + (18 if legend else 0)  # the legend sits under the title
+    width = PLOT_WIDTH - left - PLOT_MARGIN["right"]
+    height = PLOT_HEIGHT - PLOT_MARGIN["top"] - PLOT_MARGIN["bottom"]
+    total_height = top + height + PLOT_MARGIN["bottom"]
+    x_max = max(duration, max((t for s in series for t in s.times), default=0.0), 1e-6)
+
+    def x(t: float) -> float:
+        return left + width * t / x_max
+
+    def y(mos: float) -> float:
+        return top + height * (5 - min(5.0, max(1.0, mos))) / 4
+
+    parts = [
+        f'<svg class="mos-plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {PLOT_WIDTH} {total_height}" '
+        f'width="100%" role="img" aria-label="{escape(title)}" style="max-width:{PLOT_WIDTH}px;font-family:inherit">',
+        f'<text x="{left + width / 2:.2f}" y="18" text-anchor="middle" font-size="14" fill="currentColor">'
+        f"{escape(title)}</text>",
+    ]
+    for mos in range(1, 6):
+        parts.append(
+            f'<g class="y-tick"><line x1="{left}" x2="{left + width}" y1="{y(mos):.2f}" y2="{y(mos):.2f}" '
+            f'stroke="currentColor" stroke-opacity="0.15"/><text x="{left - 8}" y="{y(mos):.2f}" dy="0.32em" '
+            f'text-anchor="end" font-size="12" fill="currentColor">{mos}</text></g>'
+        )
+    step = nice_step(x_max)
+    for k in range(int(math.floor(x_max / step + 1e-9)) + 1):
+        t = k * step
+        parts.append(
+            f'<g class="x-tick"><line x1="{x(t):.2f}" x2="{x(t):.2f}" y1="{top + height}" y2="{top + height + 5}" '
+            f'stroke="currentColor" stroke-opacity="0.6"/><text x="{x(t):.2f}" y="{top + height + 18}" '
+            f'text-anchor="middle" font-size="12" fill="currentColor">{_tick_label(t)}</text></g>'
+        )
+    parts += [
+        f'<line x1="{left}" x2="{left + width}" y1="{top + height}" y2="{top + height}" stroke="currentColor" '
+        'stroke-opacity="0.6"/>',
+        f'<text x="{left + width / 2:.2f}" y="{total_height - 6}" text-anchor="middle" font-size="12" '
+        'fill="currentColor">time (s), window centre</text>',
+        f'<text transform="translate(13 {top + height / 2:.2f}) rotate(-90)" text-anchor="middle" font-size="12" '
+        'fill="currentColor">MOS</text>',
+    ]
+    for index, s in enumerate(series):
+        color = s.color or PLOT_COLORS[index % len(PLOT_COLORS)]
+        label = escape(s.label, quote=True)
+        points = " ".join(f"{x(t):.2f},{y(m):.2f}" for t, m in zip(s.times, s.scores))
+        parts.append(
+            f'<polyline class="mos-line" data-series="{label}" points="{points}" fill="none" stroke="{color}" '
+            'stroke-width="2"/>'
+        )
+        for t, m in zip(s.times, s.scores):
+            parts.append(
+                f'<circle class="mos-point" data-series="{label}" cx="{x(t):.2f}" cy="{y(m):.2f}" r="3.5" '
+                f'fill="{color}"><title>{label}: {t:.2f} s, MOS {m:.2f}</title></circle>'
+            )
+    if legend:  # under the title, one entry per series
+        for index, s in enumerate(series):
+            lx = left + width / 2 - 85 * len(series) + 170 * index
+            color = s.color or PLOT_COLORS[index % len(PLOT_COLORS)]
+            parts.append(
+                f'<g class="legend"><line x1="{lx:.2f}" x2="{lx + 18:.2f}" y1="38" y2="38" stroke="{color}" '
+                f'stroke-width="3"/><text x="{lx + 24:.2f}" y="38" dy="0.32em" font-size="12" '
+                f'fill="currentColor">{escape(_shorten(s.label, 20))}</text></g>'
+            )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _shorten(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+def result_plot(result: FileScore) -> str | None:
+    """The one-clip plot (SVG), or None when there is nothing to plot (one window, silent audio, no score)."""
+    if not result.ok or len(result.window_scores) < 2 or _is_silent(result):
+        return None
+    return window_plot_svg([Series(Path(result.path).name, window_centres(result), result.window_scores)], result.duration)
 
 
 def details(result: FileScore, example: Example | None = None) -> dict:
@@ -336,14 +469,71 @@ def details(result: FileScore, example: Example | None = None) -> dict:
     return out
 
 
+def mos_difference(result_a: FileScore, result_b: FileScore) -> float | None:
+    """B's MOS minus A's (positive: B is rated better); None when either has no meaningful score."""
+    if not (result_a.ok and result_b.ok) or _is_silent(result_a) or _is_silent(result_b):
+        return None
+    return result_b.mos - result_a.mos
+
+
+def comparison(result_a: FileScore, result_b: FileScore) -> dict:
+    """The machine-readable comparison (the `/compare` API's answer): both clips' `details` and B - A."""
+    difference = mos_difference(result_a, result_b)
+    return {
+        "a": details(result_a),
+        "b": details(result_b),
+        "difference": None if difference is None else round(difference, 4),
+    }
+
+
+def compare_markdown(result_a: FileScore, result_b: FileScore) -> str:
+    """Both scores in a table, then the difference B - A in words."""
+    difference = mos_difference(result_a, result_b)
+    if difference is None:
+        headline = "### ⚠️ No difference: one of the clips has no meaningful score"
+    elif abs(difference) < 0.005:
+        headline = "### B − A: 0.00 MOS (the same predicted quality)"
+    else:
+        better = "B" if difference > 0 else "A"
+        headline = f"### B − A: {difference:+.2f} MOS ({better} is rated better)"
+    lines = [headline, "", "| clip | file | MOS | quality | duration | note |", "|---|---|---|---|---|---|"]
+    for name, result in (("A", result_a), ("B", result_b)):
+        shown = result.ok and not _is_silent(result)
+        note = _sentence(result.error) if result.error else (_sentence(result.warning) if result.warning else "")
+        lines.append(
+            f"| **{name}** | {_table_text(Path(result.path).name)} | {f'{result.mos:.2f}' if shown else '—'} | "
+            f"{acr_label(result.mos) if shown else '—'} | "
+            f"{'—' if result.duration is None else f'{result.duration:.2f} s'} | {_table_text(note)} |"
+        )
+    lines += ["", "The curves show each clip's window scores on one time axis (window centres, seconds)."]
+    return "\n".join(lines)
+
+
+def _table_text(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def compare_plot(result_a: FileScore, result_b: FileScore) -> str | None:
+    """Both clips' window scores on one time axis (SVG), or None when neither has a meaningful score."""
+    series, duration = [], 0.0
+    for name, result, color in (("A", result_a, PLOT_COLORS[0]), ("B", result_b, PLOT_COLORS[1])):
+        if result.ok and not _is_silent(result) and result.window_scores:
+            label = f"{name}: {Path(result.path).name}"
+            series.append(Series(label, window_centres(result), result.window_scores, color))
+            duration = max(duration, result.duration)
+    if not series:
+        return None
+    return window_plot_svg(series, duration, title="Score of each window, A and B")
+
+
 class Handlers:
     def __init__(self, space: SpaceScorer):
         self.space = space
         self._csv_dir = Path(tempfile.gettempdir()) / "distill-mos-space"
 
     def score_one(self, audio_path: str | None):
-        """One clip -> (result Markdown, per-window plot, details JSON). Never raises."""
-        hidden_plot = gr.LinePlot(value=None, visible=False)
+        """One clip -> (result Markdown, per-window plot (gr.HTML update), details JSON). Never raises."""
+        hidden_plot = gr.HTML(value="", visible=False)
         if not audio_path:
             return "Upload a file or record from the microphone first, then press **Score**.", hidden_plot, None
         try:
@@ -352,23 +542,56 @@ class Handlers:
         except Exception as error:  # noqa: BLE001 - the page shows a message, the app keeps serving
             logger.exception("unexpected error while scoring %s", audio_path)
             return f"### ⚠️ Could not score this file\n\nUnexpected error ({type(error).__name__}).", hidden_plot, None
-        plot = hidden_plot
-        if result.ok and len(result.window_scores) > 1 and not _is_silent(result):
-            plot = gr.LinePlot(value=window_frame(result), x_lim=[0, round(result.duration, 2)], visible=True)
+        svg = result_plot(result)
+        plot = gr.HTML(value=svg, visible=True) if svg else hidden_plot
         return result_markdown(result, example), plot, details(result, example)
 
-    def score_api(self, audio_path: str | None) -> dict:
+    def score_api(self, audio: str | None) -> dict:
         """The `/predict` endpoint: a dict like `details`; a file that cannot be scored raises gr.Error(reason)."""
-        if not audio_path:
+        if not audio:
             raise gr.Error("no audio file given", print_exception=False)
         try:
-            result = self.space.score_path(audio_path)
+            result = self.space.score_path(audio)
         except Exception as error:  # noqa: BLE001 - the API answers with a reason, never a traceback
             logger.exception("unexpected error in /predict")
             raise gr.Error(f"Unexpected error ({type(error).__name__}).", print_exception=False) from None
         if result.error:
             raise gr.Error(_sentence(result.error), print_exception=False)
-        return details(result, self.space.example_for(audio_path))
+        return details(result, self.space.example_for(audio))
+
+    # --- Compare ---
+
+    def _score_pair(self, clip_a: str, clip_b: str) -> tuple[FileScore, FileScore]:
+        result_a, result_b = self.space.score_paths([clip_a, clip_b])
+        return result_a, result_b
+
+    def compare(self, clip_a: str | None, clip_b: str | None):
+        """Two clips -> (comparison Markdown, both per-window curves (gr.HTML update), comparison JSON). Never raises."""
+        hidden_plot = gr.HTML(value="", visible=False)
+        if not clip_a or not clip_b:
+            return "Give two clips, **A** and **B**, then press **Compare**.", hidden_plot, None
+        try:
+            result_a, result_b = self._score_pair(clip_a, clip_b)
+        except Exception as error:  # noqa: BLE001
+            logger.exception("unexpected error while comparing")
+            return f"### ⚠️ Could not compare these clips\n\nUnexpected error ({type(error).__name__}).", hidden_plot, None
+        svg = compare_plot(result_a, result_b)
+        plot = gr.HTML(value=svg, visible=True) if svg else hidden_plot
+        return compare_markdown(result_a, result_b), plot, comparison(result_a, result_b)
+
+    def compare_api(self, clip_a: str | None, clip_b: str | None) -> dict:
+        """The `/compare` endpoint: `comparison(...)`; a clip that cannot be scored raises gr.Error naming it (A or B)."""
+        if not clip_a or not clip_b:
+            raise gr.Error("give two audio files, clip_a and clip_b", print_exception=False)
+        try:
+            result_a, result_b = self._score_pair(clip_a, clip_b)
+        except Exception as error:  # noqa: BLE001
+            logger.exception("unexpected error in /compare")
+            raise gr.Error(f"Unexpected error ({type(error).__name__}).", print_exception=False) from None
+        for name, result in (("A", result_a), ("B", result_b)):
+            if result.error:
+                raise gr.Error(f"Clip {name} ({Path(result.path).name}): {_sentence(result.error)}", print_exception=False)
+        return comparison(result_a, result_b)
 
     def score_many(self, paths: list[str] | None):
         """Several files -> (status Markdown, table, CSV path). Never raises."""
@@ -390,6 +613,11 @@ class Handlers:
         if failed:
             status += f" {failed} could not be scored: see the error column."
         return status, table, self._write_csv(results)
+
+    @staticmethod
+    def show_csv(csv_path: str | None) -> gr.File:
+        """The "Download CSV" box appears only once there is a CSV (run after `score_many`, so the API stays plain)."""
+        return gr.File(visible=csv_path is not None)
 
     @staticmethod
     def _table_row(result: FileScore) -> list:
@@ -481,10 +709,7 @@ def build_demo(
                         result = gr.Markdown(
                             "Upload a file or record from the microphone, then press **Score**.", elem_id="result"
                         )
-                        plot = gr.LinePlot(
-                            x="time (s)", y="MOS", y_lim=[1, 5], title="Score of each window",
-                            x_title="time (s), window centre", y_title="MOS", visible=False, elem_id="window-plot",
-                        )
+                        plot = gr.HTML(visible=False, elem_id="window-plot", js_on_load=None)
                         with gr.Accordion("Details (JSON)", open=False):
                             detail_json = gr.JSON(label="details", elem_id="details")
                 score_button.click(
@@ -503,24 +728,59 @@ def build_demo(
                         label="Examples: GenSpeech clips (Apache-2.0) with their human MOS; click one to score it",
                     )
             with gr.Tab("Several files", id="many"):
+                # No file_types filter: Gradio would refuse the whole request for one file it does not class as
+                # audio (.webm, .mp4, a stray .txt); each file instead gets its own row, a score or the reason.
                 files = gr.File(
-                    file_count="multiple", file_types=["audio"], type="filepath", label="Audio files",
+                    file_count="multiple", type="filepath", label="Audio files (wav, flac, mp3, m4a, ogg, webm, ...)",
                     elem_id="files-input",
                 )
                 many_button = gr.Button("Score all", variant="primary", elem_id="score-all-button")
-                many_status = gr.Markdown(elem_id="batch-status")
+                many_status = gr.Markdown(label="status", elem_id="batch-status")
                 table = gr.Dataframe(
-                    headers=TABLE_COLUMNS, interactive=False, label="Scores", elem_id="batch-table", wrap=True
+                    headers=TABLE_COLUMNS, interactive=False, label="scores", elem_id="batch-table", wrap=True
                 )
-                csv_file = gr.File(label="Download CSV", interactive=False, elem_id="batch-csv")
+                csv_file = gr.File(label="Download CSV", interactive=False, visible=False, elem_id="batch-csv")
                 many_button.click(
                     handlers.score_many, files, [many_status, table, csv_file],
                     api_name="score_many", api_visibility="public",
+                ).then(handlers.show_csv, csv_file, csv_file, api_visibility="private", queue=False)
+            with gr.Tab("Compare", id="compare"):
+                gr.Markdown(
+                    "Score two clips of the same speech, e.g. **before / after** an enhancement or a codec, and see "
+                    "both scores, their difference and both per-window curves on one time axis."
                 )
-        # The API for gradio_client: /predict takes one audio file and returns a JSON object (see README).
-        api_audio = gr.File(type="filepath", visible=False)
-        api_result = gr.JSON(visible=False)
+                with gr.Row():
+                    clip_a = gr.Audio(
+                        sources=["upload", "microphone"], type="filepath", label="A (e.g. before)",
+                        elem_id="compare-a",
+                    )
+                    clip_b = gr.Audio(
+                        sources=["upload", "microphone"], type="filepath", label="B (e.g. after)",
+                        elem_id="compare-b",
+                    )
+                compare_button = gr.Button("Compare", variant="primary", elem_id="compare-button")
+                compare_result = gr.Markdown(
+                    "Give two clips, **A** and **B**, then press **Compare**.", elem_id="compare-result"
+                )
+                compare_plot_html = gr.HTML(visible=False, elem_id="compare-plot", js_on_load=None)
+                with gr.Accordion("Details (JSON)", open=False):
+                    compare_json = gr.JSON(label="comparison", elem_id="compare-details")
+                compare_button.click(
+                    handlers.compare, [clip_a, clip_b], [compare_result, compare_plot_html, compare_json],
+                    api_name="compare_ui", api_visibility="undocumented",
+                )
+        # The API for gradio_client (see README): /predict takes one audio file and returns a JSON object, /compare
+        # takes two and returns both results and their difference. Hidden components, so that the API takes plain
+        # files and answers plain JSON whatever the page shows.
+        api_audio = gr.File(type="filepath", visible=False, label="audio")
+        api_result = gr.JSON(visible=False, label="result")
         gr.Button(visible=False).click(handlers.score_api, api_audio, api_result, api_name="predict")
+        api_clip_a = gr.File(type="filepath", visible=False, label="clip_a")
+        api_clip_b = gr.File(type="filepath", visible=False, label="clip_b")
+        api_comparison = gr.JSON(visible=False, label="comparison")
+        gr.Button(visible=False).click(
+            handlers.compare_api, [api_clip_a, api_clip_b], api_comparison, api_name="compare"
+        )
         gr.Markdown(ABOUT.format(window=WINDOW_SECONDS))
         gr.Markdown(
             f"<small>Limits of this Space: {limits.describe()}. Larger jobs: `pip install` the model repository and "

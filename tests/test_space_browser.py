@@ -1,18 +1,23 @@
 """
 The Space in a real browser: starts the app on 127.0.0.1 and drives it with Playwright in headless Debian Chromium
-(upload a GenSpeech clip, upload a corrupt file, record from the fake microphone), then saves a screenshot.
+(upload a GenSpeech clip, upload a corrupt file, record from the fake microphone), then saves a screenshot; reads the
+per-window plot back from the page after successive uploads of different lengths and compares its points with the
+`/predict` API's window scores; compares two clips on the Compare tab against `/compare`.
 
 Needs the `playwright` Python package and a `chromium` binary on PATH (Debian's; never `playwright install`).
 Without them the test is skipped, unless DISTILL_MOS_REQUIRE_BROWSER=1 (CI), where it fails instead.
 The screenshot goes to $DISTILL_MOS_SCREENSHOT_DIR if set, else the test's temporary folder.
 """
 
+import contextlib
 import os
 import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 
 from conftest import GENSPEECH
 from test_space_api import served  # noqa: F401 - the app on 127.0.0.1, shared fixture
@@ -49,10 +54,10 @@ def _wait_for_result(page, text: str) -> str:
     return page.locator("#result").inner_text()
 
 
-def _upload(page, path: Path) -> None:
-    page.locator("#audio-input input[type=file]").set_input_files(str(path))
+def _upload(page, path: Path, target: str = "#audio-input") -> None:
+    page.locator(f"{target} input[type=file]").set_input_files(str(path))
     # the upload is done when the player shows the file's download link
-    page.locator("#audio-input a[download]").wait_for(timeout=30_000)
+    page.locator(f"{target} a[download]").wait_for(timeout=30_000)
 
 
 def _clear_audio(page) -> None:
@@ -84,7 +89,7 @@ def test_space_in_chromium(scorer, served, tmp_path):  # noqa: F811
             assert float(MOS.search(text).group(1)) == pytest.approx(expected.mos, abs=0.006)
             assert "7.80 s · 16000 Hz · 1 channel (mono)" in text
             assert "Human listening-test MOS" in text
-            page.locator("#window-plot svg").first.wait_for(timeout=30_000)
+            _assert_plot_shows(page, "#window-plot", {CLIP.name: expected})
             page.screenshot(path=str(shots / "space_scored.png"), full_page=True)
 
             # 2. a corrupt file: a readable message in the page, no traceback
@@ -132,3 +137,138 @@ def test_space_in_chromium(scorer, served, tmp_path):  # noqa: F811
             assert screenshot.stat().st_size > 10_000
         finally:
             browser.close()
+
+
+# --- the per-window plot, read back from the page --------------------------------------------------------------------
+
+READ_PLOT_JS = """
+root => {
+  const svg = root.querySelector('svg.mos-plot');
+  if (!svg) return null;
+  const ticks = selector => [...svg.querySelectorAll(selector + ' text')].map(
+    t => [parseFloat(t.textContent), parseFloat(t.getAttribute('x')), parseFloat(t.getAttribute('y'))]);
+  return {
+    x_ticks: ticks('g.x-tick'),
+    y_ticks: ticks('g.y-tick'),
+    points: [...svg.querySelectorAll('circle.mos-point')].map(
+      c => [c.dataset.series, parseFloat(c.getAttribute('cx')), parseFloat(c.getAttribute('cy'))]),
+  };
+}
+"""
+
+
+def read_plot(page, selector: str) -> dict[str, list[tuple[float, float]]]:
+    """The plotted points per series, converted from drawing coordinates to (seconds, MOS) with the drawn axes."""
+    drawn = page.locator(selector).evaluate(READ_PLOT_JS)
+    assert drawn is not None, f"no plot in {selector}"
+    (t0, x0, _), (t1, x1, _) = drawn["x_ticks"][0], drawn["x_ticks"][-1]
+    (m0, _, y0), (m1, _, y1) = drawn["y_ticks"][0], drawn["y_ticks"][-1]
+    series: dict[str, list[tuple[float, float]]] = {}
+    for name, cx, cy in drawn["points"]:
+        series.setdefault(name, []).append((t0 + (cx - x0) * (t1 - t0) / (x1 - x0), m0 + (cy - y0) * (m1 - m0) / (y1 - y0)))
+    return series
+
+
+def _expected_points(result: dict) -> list[tuple[float, float]]:
+    """(window centre s, MOS) of an API answer (`/predict`, or one clip of `/compare`)."""
+    half = min(7.68, result["duration_s"]) / 2
+    return [(start + half, score) for start, score in zip(result["window_starts"], result["window_scores"])]
+
+
+def _assert_plot_shows(page, selector: str, expected: dict, timeout_ms: int = 10_000) -> None:
+    """The plot in `selector` draws exactly `expected` ({series: API answer or FileScore}), read back from the page."""
+    wanted = {
+        name: _expected_points(r if isinstance(r, dict) else {
+            "duration_s": r.duration, "window_starts": r.window_starts, "window_scores": r.window_scores})
+        for name, r in expected.items()
+    }
+    total = sum(len(points) for points in wanted.values())
+    # the answer and the plot arrive together; allow the page a moment to draw, but a stale plot fails here
+    page.wait_for_function(
+        "([s, n]) => document.querySelectorAll(s + ' svg.mos-plot circle.mos-point').length === n",
+        arg=[selector, total], timeout=timeout_ms,
+    )
+    drawn = read_plot(page, selector)
+    assert sorted(drawn) == sorted(wanted)
+    for name, points in wanted.items():
+        assert len(drawn[name]) == len(points), name
+        for (t, mos), (t_expected, mos_expected) in zip(drawn[name], points):
+            assert t == pytest.approx(t_expected, abs=0.02), name  # seconds; drawn to 0.01 px
+            assert mos == pytest.approx(mos_expected, abs=0.002), name  # MOS
+
+
+@pytest.fixture(scope="module")
+def clips_of_two_lengths(tmp_path_factory):
+    """A 25 s and an 8.75 s clip cut from the bundled GenSpeech speech (19 and 3 windows)."""
+    folder = tmp_path_factory.mktemp("lengths")
+    parts = [soundfile.read(GENSPEECH / "audio" / "LPCNet_listening_test" / "mfall" / "dir3" / f"{name}.wav",
+                            dtype="float32")[0] for name in ("opus", "melp", "speex", "lpcnq")]
+    speech = np.concatenate(parts)
+    long, short = folder / "long_25s.wav", folder / "short_8.75s.wav"
+    soundfile.write(long, speech[: 25 * 16000], 16000)
+    soundfile.write(short, speech[-int(8.75 * 16000):], 16000)
+    return long, short
+
+
+@contextlib.contextmanager
+def _page(served_url: str):
+    chromium, sync_playwright = _browser_or_skip()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(served_url)
+            page.locator("#score-button").wait_for(timeout=60_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def test_plot_follows_each_upload(served, clips_of_two_lengths, tmp_path):  # noqa: F811
+    """Issue 11.1: the plot drew the previous upload's points. Two uploads of different lengths, each read back."""
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False, download_files=False)
+    long, short = clips_of_two_lengths
+    with _page(served) as page:
+        for clip, shown_duration in ((long, "25.00 s"), (short, "8.75 s"), (long, "25.00 s")):
+            expected = client.predict(handle_file(str(clip)), api_name="/predict")
+            if page.locator("#audio-input a[download]").count():
+                _clear_audio(page)
+            _upload(page, clip)
+            page.locator("#score-button").click()
+            text = _wait_for_result(page, f"Read: {shown_duration}")
+            assert float(MOS.search(text).group(1)) == pytest.approx(expected["mos"], abs=0.006)
+            assert len(expected["window_scores"]) == {"25.00 s": 19, "8.75 s": 3}[shown_duration]
+            _assert_plot_shows(page, "#window-plot", {clip.name: expected})
+            x_ticks = page.locator("#window-plot g.x-tick").count()
+            assert 2 <= x_ticks <= 9
+        page.screenshot(path=str(tmp_path / "space_plot.png"), full_page=True)
+
+
+def test_compare_tab(served, clips_of_two_lengths, tmp_path):  # noqa: F811
+    """Issue 11.4: two clips, both scores, B - A, both curves on one time axis: as `/compare` answers."""
+    from gradio_client import Client, handle_file
+
+    client = Client(served, verbose=False, download_files=False)
+    long, short = clips_of_two_lengths
+    expected = client.predict(handle_file(str(short)), handle_file(str(long)), api_name="/compare")
+    with _page(served) as page:
+        page.get_by_role("tab", name="Compare").click()
+        _upload(page, short, "#compare-a")
+        _upload(page, long, "#compare-b")
+        page.locator("#compare-button").click()
+        page.wait_for_function(
+            "() => document.querySelector('#compare-result').innerText.includes('B − A')", timeout=SCORE_TIMEOUT_MS
+        )
+        text = page.locator("#compare-result").inner_text()
+        assert f"B − A: {expected['difference']:+.2f} MOS" in text
+        assert f"{expected['a']['mos']:.2f}" in text and f"{expected['b']['mos']:.2f}" in text
+        assert "short_8.75s.wav" in text and "long_25s.wav" in text
+        _assert_plot_shows(
+            page, "#compare-plot", {f"A: {short.name}": expected["a"], f"B: {long.name}": expected["b"]}
+        )
+        # one time axis for both: it spans the longer clip
+        drawn = read_plot(page, "#compare-plot")
+        assert max(t for t, _ in drawn[f"B: {long.name}"]) > 20 > max(t for t, _ in drawn[f"A: {short.name}"])
+        page.screenshot(path=str(tmp_path / "space_compare.png"), full_page=True)

@@ -1,0 +1,140 @@
+"""
+The Space (space/app.py), issue 11 points 1-3 and the precision setting: the per-window plot (points, ticks on long
+clips), one bad or unusual file in "Several files" (webm, mp4, text) keeps its own row, named API outputs, no empty
+CSV box, DISTILL_MOS_DTYPE.
+"""
+
+import re
+
+import gradio as gr
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from conftest import GENSPEECH
+from test_space_api import client, served  # noqa: F401 - the app on 127.0.0.1 and its gradio_client, shared fixtures
+from test_space_app import load_space_app
+
+app = load_space_app()
+CLIPS = GENSPEECH / "audio" / "LPCNet_listening_test" / "mfall"
+LONG_CLIP = CLIPS / "dir3" / "opus.wav"  # 7.8 s: two windows
+POINT = re.compile(r'<circle class="mos-point" data-series="([^"]*)" cx="([\d.]+)" cy="([\d.]+)"')
+X_TICK = re.compile(r'<g class="x-tick">.*?<text x="([\d.]+)"[^>]*>([^<]+)</text></g>')
+
+
+def handlers(scorer, **limits):
+    return app.Handlers(app.SpaceScorer(scorer, app.Limits(**limits), app.load_examples()))
+
+
+def test_plot_draws_the_window_scores_of_this_result(scorer):
+    """The one-clip plot is built from the response itself: its points are this clip's windows (centre, MOS)."""
+    (expected,) = scorer.score_files([LONG_CLIP])
+    _, plot, details = handlers(scorer).score_one(str(LONG_CLIP))
+    assert plot.visible is True
+    points = POINT.findall(plot.value)
+    assert len(points) == len(expected.window_scores) == 2
+    ticks = [(float(x), float(label)) for x, label in X_TICK.findall(plot.value)]
+    (x0, t0), (x1, t1) = ticks[0], ticks[-1]
+    top, bottom = app.PLOT_MARGIN["top"], app.PLOT_HEIGHT - app.PLOT_MARGIN["bottom"]
+    for (series, cx, cy), start, score in zip(points, expected.window_starts, expected.window_scores):
+        assert series == LONG_CLIP.name
+        assert t0 + (float(cx) - x0) * (t1 - t0) / (x1 - x0) == pytest.approx(start + 7.68 / 2, abs=0.01)
+        assert 5 - 4 * (float(cy) - top) / (bottom - top) == pytest.approx(score, abs=1e-3)
+
+
+@pytest.mark.parametrize("duration", [7.8, 25.0, 61.0, 600.0, 3600.0])
+def test_time_axis_ticks_do_not_crowd_on_long_clips(duration):
+    starts = np.linspace(0, duration - 7.68, 40)
+    svg = app.window_plot_svg([app.Series("clip.wav", list(starts + 3.84), [3.0] * len(starts))], duration)
+    ticks = [(float(x), float(label)) for x, label in X_TICK.findall(svg)]
+    assert 3 <= len(ticks) <= app.PLOT_MAX_TICKS + 1
+    values = [t for _, t in ticks]
+    assert values[0] == 0 and values[-1] <= duration and duration - values[-1] < values[1] - values[0]
+    # labels at least 50 drawing units apart (a label is at most 4 digits at font-size 12: about 30 units)
+    assert min(b - a for (a, _), (b, _) in zip(ticks, ticks[1:])) >= 50
+    step = values[1] - values[0]
+    assert step / 10 ** np.floor(np.log10(step)) in (1, 2, 5)  # 1, 2, 5 x 10^k seconds
+
+
+def test_plot_is_hidden_when_there_is_nothing_to_plot(scorer, tmp_path):
+    one_window = CLIPS / "dir1" / "lpcnu.wav"
+    assert handlers(scorer).score_one(str(one_window))[1].visible is False
+    silent = tmp_path / "silent.wav"
+    soundfile.write(silent, np.zeros(16000 * 9, dtype=np.float32), 16000)
+    assert handlers(scorer).score_one(str(silent))[1].visible is False
+
+
+@pytest.fixture(scope="module")
+def unusual_files(tmp_path_factory):
+    """The same speech as webm (Opus) and mp4 (AAC), made with torchcodec's FFmpeg encoder, and a text file."""
+    from torchcodec.encoders import AudioEncoder
+
+    folder = tmp_path_factory.mktemp("formats")
+    speech, rate = soundfile.read(LONG_CLIP, dtype="float32")
+    files = {}
+    for suffix in ("webm", "mp4"):
+        files[suffix] = folder / f"speech.{suffix}"
+        AudioEncoder(torch.from_numpy(speech)[None], sample_rate=rate).to_file(str(files[suffix]))
+    files["txt"] = folder / "notes.txt"
+    files["txt"].write_text("not audio\n")
+    return files
+
+
+def test_several_files_give_every_file_its_own_row(scorer, client, unusual_files):  # noqa: F811
+    """Issue 11.2: a .webm or .mp4 in the list refused the whole request ("Invalid file type")."""
+    from gradio_client import handle_file
+
+    paths = [unusual_files["webm"], LONG_CLIP, unusual_files["mp4"], unusual_files["txt"]]
+    expected = list(scorer.score_files(paths))
+    assert [r.ok for r in expected] == [True, True, True, False]
+    status, table, csv_file = client.predict([handle_file(str(p)) for p in paths], api_name="/score_many")
+    assert status.startswith("Scored 3 of 4 file(s).")
+    rows = table["data"]
+    assert [row[0] for row in rows] == ["speech.webm", "opus.wav", "speech.mp4", "notes.txt"]
+    for row, result in zip(rows[:3], expected[:3]):
+        assert row[1] == round(result.mos, 2) and row[4] == ""
+    assert rows[3][1] is None and "not a readable audio file" in rows[3][4]
+    assert csv_file["orig_name"] == "distill-mos-scores.csv"
+
+
+def test_api_outputs_and_inputs_are_named(client):  # noqa: F811
+    """Issue 11.3: view_api() showed value_17 / value_21."""
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/predict", "/score_many", "/compare"} <= set(api)
+    names = {
+        endpoint: ([p["parameter_name"] for p in api[endpoint]["parameters"]], [r["label"] for r in api[endpoint]["returns"]])
+        for endpoint in ("/predict", "/score_many", "/compare")
+    }
+    assert names == {
+        "/predict": (["audio"], ["result"]),
+        "/score_many": (["paths"], ["status", "scores", "Download CSV"]),
+        "/compare": (["clip_a", "clip_b"], ["comparison"]),
+    }
+
+
+def test_csv_box_appears_only_with_a_csv(scorer):
+    """Issue 11.3: an empty "Download CSV" box took space before there was a CSV."""
+    demo = app.build_demo(scorer, app.Limits(), examples=[])
+    (csv_box,) = [c for c in demo.config["components"] if c["props"].get("elem_id") == "batch-csv"]
+    assert csv_box["props"]["visible"] is False
+    (score_all,) = [d for d in demo.config["dependencies"] if d["api_name"] == "score_many"]
+    (then,) = [d for d in demo.config["dependencies"] if d["trigger_after"] == score_all["id"]]
+    assert then["inputs"] == then["outputs"] == [csv_box["id"]]  # shows the box once score_many wrote a CSV
+    _, _, csv_path = handlers(scorer).score_many([str(LONG_CLIP)])
+    assert app.Handlers.show_csv(csv_path).visible is True
+    assert app.Handlers.show_csv(handlers(scorer).score_many([])[2]).visible is False
+
+
+@pytest.mark.parametrize("value", ["float32", "bfloat16", "float16", "auto", "BFloat16 "])
+def test_dtype_setting_is_passed_to_the_library(monkeypatch, value):
+    monkeypatch.setenv("DISTILL_MOS_DTYPE", value)
+    assert app.scorer_kwargs()["dtype"] == value.strip().lower()
+
+
+def test_dtype_setting_default_and_bad_value(monkeypatch):
+    monkeypatch.delenv("DISTILL_MOS_DTYPE", raising=False)
+    assert "dtype" not in app.scorer_kwargs()  # the library's default, float32
+    monkeypatch.setenv("DISTILL_MOS_DTYPE", "int8")
+    with pytest.raises(ValueError, match="DISTILL_MOS_DTYPE must be one of float32, bfloat16, float16, auto"):
+        app.scorer_kwargs()
