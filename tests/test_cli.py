@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile
-from conftest import GENSPEECH, ROOT, all_sample_files, genspeech_expected
+from conftest import GENSPEECH, ROOT, all_sample_files, console_script, genspeech_expected, original_cli_scores
 
 from distill_mos.cli import main
 
@@ -46,14 +46,14 @@ def test_cli_prints_the_published_genspeech_scores(tmp_path):
 
 
 def test_cli_matches_the_original_cli_on_every_sample_file(tmp_path):
-    if shutil.which("distillmos") is None:
-        pytest.skip("the original distillmos CLI is not installed")
+    """Both installed CLIs side by side (found next to this interpreter, whether or not its bin/ is on PATH)."""
+    original_cli = console_script("distillmos")
     files = [str(p) for p in all_sample_files()]
     listing = tmp_path / "files.txt"
     listing.write_text("\n".join(files) + "\n")
     # The original CLI wants a positional input; "" selects its file-list mode.
     theirs = subprocess.run(
-        ["distillmos", "", "-l", str(listing), "-o", str(tmp_path / "original.csv")],
+        [str(original_cli), "", "-l", str(listing), "-o", str(tmp_path / "original.csv")],
         capture_output=True, text=True, cwd=tmp_path,
     )
     assert theirs.returncode == 0, theirs.stderr
@@ -68,7 +68,7 @@ def test_cli_matches_the_original_cli_on_every_sample_file(tmp_path):
     rows = read_rows(tmp_path / "ours.csv")
     assert [r["file"] for r in rows] == files
     assert original.keys() == set(files)
-    for row in rows:
+    for row in rows:  # max |delta| measured 1.4e-6 (AMD EPYC, AVX-512); 1e-4 is the documented parity
         assert abs(float(row["mos"]) - original[row["file"]]) <= 1e-4, row["file"]
 
 
@@ -104,38 +104,54 @@ def broken_files(tmp_path_factory):
     return folder
 
 
+def _libsndfile_says(path) -> str:
+    """What libsndfile itself reports for an unreadable file (its wording depends on its version)."""
+    try:
+        soundfile.read(path)
+    except Exception as error:  # noqa: BLE001 - soundfile raises its own LibsndfileError
+        return str(error)
+    raise AssertionError(f"{path} is readable")
+
+
 @pytest.mark.parametrize(
     "name, reason",
     [
-        ("missing.wav", "no such file"),
-        ("empty.wav", "file is empty"),
-        ("text.wav", "not a readable audio file"),
-        ("truncated.wav", "not a readable audio file|contains no audio"),
-        ("zero_length.wav", "contains no audio samples|not a readable audio file"),
-        ("nan.wav", "NaN or infinite"),
+        ("missing.wav", lambda path: "no such file"),
+        ("empty.wav", lambda path: "file is empty (0 bytes)"),
+        ("text.wav", lambda path: f"not a readable audio file ({_libsndfile_says(path)})"),
+        ("truncated.wav", lambda path: f"not a readable audio file ({_libsndfile_says(path)})"),
+        ("zero_length.wav", lambda path: "contains no audio samples"),
+        ("nan.wav", lambda path: "audio contains 10 NaN or infinite sample(s) (first at sample 1000); the score would "
+                                 "be meaningless. Repair or drop the clip."),
     ],
 )
-def test_a_bad_file_is_reported_and_the_others_still_scored(capsys, scorer, tmp_path, broken_files, name, reason):
-    import re
-
+def test_a_bad_file_is_reported_and_the_others_still_scored(capsys, original_file_scores, tmp_path, broken_files,
+                                                            name, reason):
+    """The error text is asserted whole, in the CSV and on stderr; the files around the bad one keep their scores."""
     out = tmp_path / "out.csv"
     bad = broken_files / name
     code, _, err = run_main(capsys, broken_files / "good.wav", bad, DIR3 / "speex.wav", "-o", out)
     assert code == 1
-    assert re.search(rf"error: {re.escape(str(bad))}: .*({reason})", err), err
+    expected = reason(bad)
+    assert err.splitlines() == [f"error: {bad}: {expected}", "distill-mos: 1 of 3 file(s) could not be scored"]
     rows = read_rows(out)
     assert [r["file"] for r in rows] == [str(broken_files / "good.wav"), str(bad), str(DIR3 / "speex.wav")]
-    assert re.search(reason, rows[1]["error"]) and rows[1]["mos"] == ""
-    for row in (rows[0], rows[2]):
+    assert rows[1]["error"] == expected and rows[1]["mos"] == ""
+    for row, source in ((rows[0], DIR3 / "opus.wav"), (rows[2], DIR3 / "speex.wav")):
         assert row["error"] == ""
-        assert abs(float(row["mos"]) - next(scorer.score_files([row["file"]])).mos) <= 1e-5
+        assert abs(float(row["mos"]) - original_file_scores[str(source)]) <= 1e-4  # the original CLI's score
 
 
 def test_silent_file_is_scored_with_a_warning(capsys, broken_files):
     code, out, err = run_main(capsys, broken_files / "silent.wav")
     assert code == 0
-    assert f"warning: {broken_files / 'silent.wav'}: audio is silent" in err
-    assert 1 <= float(list(csv.DictReader(out.splitlines()))[0]["mos"]) <= 5
+    assert err.splitlines() == [
+        f"warning: {broken_files / 'silent.wav'}: audio is silent (all samples are zero); its score is finite but "
+        "says nothing about speech."
+    ]
+    [row] = csv.DictReader(out.splitlines())
+    [original] = original_cli_scores([broken_files / "silent.wav"]).values()
+    assert row["error"] == "" and abs(float(row["mos"]) - original) <= 1e-4  # the original's score of silence
 
 
 @pytest.mark.parametrize(
@@ -201,12 +217,19 @@ def test_formats_and_sample_rates(capsys, scorer, tmp_path):
     assert sorted(rows) == ["a.flac", "b.ogg", "c.mp3", "d.m4a", "e.wav", "f.wav"]
     assert float(rows["a.flac"]["mos"]) == pytest.approx(reference, abs=1e-5)  # lossless
     assert rows["e.wav"]["sampling_rate"] == "44100" and rows["f.wav"]["sampling_rate"] == "8000"
+    # every row's score, not its columns, equals the original CLI's (its torchaudio decode and Resample(sr, 16000));
+    # max |delta| measured 2.6e-6 (b.ogg: libsndfile's Vorbis decoder here, FFmpeg's there), <= 5e-7 for the others
+    original = original_cli_scores(sorted(tmp_path.iterdir()))
+    for name, row in rows.items():
+        assert abs(float(row["mos"]) - original[row["file"]]) <= 1e-4, name
     for name in ("b.ogg", "c.mp3", "d.m4a"):
         # decoded through FFmpeg, then the same resample/score path
         samples = AudioDecoder(str(tmp_path / name)).get_all_samples()
         direct = scorer.score_array(samples.data[0].numpy(), samples.sample_rate).mos
         assert float(rows[name]["mos"]) == pytest.approx(direct, abs=1e-4), name
-        assert abs(float(rows[name]["mos"]) - reference) < 0.5, name  # a good lossy copy scores near the original
+        # a good lossy copy scores near the lossless one: measured -0.080 (Vorbis q6), -0.138 (MP3 128k), -0.055
+        # (AAC 128k) with FFmpeg 5.1 (Debian 12); the margin allows for other encoder versions
+        assert abs(float(rows[name]["mos"]) - reference) <= 0.25, name
 
 
 def test_multichannel_selection(capsys, scorer, tmp_path):
@@ -224,8 +247,9 @@ def test_multichannel_selection(capsys, scorer, tmp_path):
         row = next(csv.DictReader(out.splitlines()))
         assert code == 0 and row["channels"] == "2"
         assert float(row["mos"]) == pytest.approx(mos, abs=1e-5), channel
-    code, out, _ = run_main(capsys, stereo, "--channel", "2")
-    assert code == 1 and "channel 2 requested but the audio has 2 channel(s)" in next(csv.DictReader(out.splitlines()))["error"]
+    code, out, err = run_main(capsys, stereo, "--channel", "2")
+    assert code == 1 and next(csv.DictReader(out.splitlines()))["error"] == "channel 2 requested but the audio has 2 channel(s)"
+    assert f"error: {stereo}: channel 2 requested but the audio has 2 channel(s)\n" in err
 
 
 def test_recursive_folders_and_file_lists(capsys, tmp_path):
@@ -246,8 +270,23 @@ def test_recursive_folders_and_file_lists(capsys, tmp_path):
     assert code == 0 and next(csv.DictReader(out.splitlines()))["file"] == str(DIR3 / "melp.wav")
 
 
-def test_console_script_is_installed():
-    if shutil.which("distill-mos") is None:
-        pytest.skip("package not installed")
-    done = subprocess.run(["distill-mos", "--help"], capture_output=True, text=True)
+def test_console_script_is_installed_and_scores_like_the_original(tmp_path):
+    """The installed `distill-mos` (next to this interpreter) runs and scores 44.1 and 8 kHz files as the original."""
+    import torchaudio
+    import torch
+
+    done = subprocess.run([str(console_script("distill-mos")), "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--window-hop" in done.stdout
+    clip = torch.from_numpy(soundfile.read(DIR3 / "lpcnq.wav", dtype="float32")[0])[None]
+    files = []
+    for rate in (44100, 8000):
+        files.append(tmp_path / f"lpcnq_{rate}.wav")
+        soundfile.write(files[-1], torchaudio.transforms.Resample(16000, rate)(clip)[0].numpy(), rate, subtype="FLOAT")
+    done = subprocess.run([str(console_script("distill-mos")), *map(str, files), "--no-progress"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    original = original_cli_scores(files)
+    rows = list(csv.DictReader(done.stdout.splitlines()))
+    assert [r["file"] for r in rows] == [str(f) for f in files]
+    for row in rows:
+        assert abs(float(row["mos"]) - original[row["file"]]) <= 1e-4, row["file"]
