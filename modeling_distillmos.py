@@ -2,6 +2,7 @@
 # Copyright the Distill-MOS for Hugging Face contributors (this port, MIT licence).
 """PyTorch Distill-MOS: a compact speech-quality (MOS) estimator, ported from PyPI `distillmos` 0.9.1."""
 
+import contextlib
 import math
 import threading
 from collections.abc import Callable
@@ -353,6 +354,21 @@ class DistillMOSAttentionPooling(nn.Module):
         return self.readout(pooled).squeeze(-1)
 
 
+@contextlib.contextmanager
+def _tf32_off():
+    """
+    Exact float32 on CUDA: cuDNN runs float32 convolutions in TF32 by default (torch's `cudnn.allow_tf32 = True`),
+    which moves scores by up to 8.8e-4 MOS (measured on an H200) against the original's 1e-4 parity. The flags are
+    restored afterwards.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 _SINGLE_THREADED_POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
 
@@ -431,6 +447,8 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         self.pooling = DistillMOSAttentionPooling(config)
         # CPU inference: score the windows of a chunk side by side, one per core (see `_cpu_window_workers`).
         self.cpu_window_threads = True
+        # CUDA float32: TF32 is ~3x faster on Ampere and newer GPUs but not exact (see `_tf32_off`); opt in with True.
+        self.allow_tf32 = False
         self.post_init()
 
     def score_windows(self, windows: torch.Tensor) -> torch.Tensor:
@@ -463,8 +481,15 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         peak = windows.abs().amax(dim=1, keepdim=True)
         windows = windows / (peak + self.config.normalization_eps)
         spectrogram = self.spectrogram(windows)
-        if not torch.is_autocast_enabled(spectrogram.device.type):  # autocast picks each op's dtype itself
+        autocast = torch.is_autocast_enabled(spectrogram.device.type)
+        if not autocast:  # autocast picks each op's dtype itself
             spectrogram = spectrogram.to(self.dtype)
+        exact = spectrogram.device.type == "cuda" and spectrogram.dtype == torch.float32 and not self.allow_tf32
+        with _tf32_off() if exact and not autocast else contextlib.nullcontext():
+            return self._network(spectrogram)
+
+    def _network(self, spectrogram: torch.Tensor) -> torch.Tensor:
+        """(n, 2, frequency_bins, frames) spectrogram -> (n,) float32 sigmoid outputs."""
         try:
             features = self.feature_encoder(spectrogram)
         except RuntimeError as error:
