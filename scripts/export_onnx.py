@@ -8,6 +8,8 @@ and check it against PyTorch with ONNX Runtime.
 
 The file holds only the network on whole windows; cutting long audio into windows and averaging their scores stay in
 `DistillMOSModel` (use `DistillMOSScorer.from_pretrained(backend="onnx")` or `distill-mos --backend onnx`).
+Beside it, `<file>.json` records what the export depends on (weights and config, modeling code, torch and onnx
+versions, opset) and the file's SHA-256; the backend checks both, and the scores, before using a file.
 """
 
 import argparse
@@ -19,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill_mos.onnx_backend import OnnxWindowScorer, default_onnx_path, export_onnx  # noqa: E402
+from distill_mos.onnx_backend import OnnxWindowScorer, default_onnx_path, export_onnx, record_path  # noqa: E402
 from distill_mos.scorer import default_model_location  # noqa: E402
 from modeling_distillmos import DistillMOSModel  # noqa: E402
 
@@ -53,6 +55,7 @@ def main(argv=None) -> int:
     output = args.output or default_onnx_path(model)
     export_onnx(model, output, opset=args.opset)
     print(f"exported {output} ({output.stat().st_size / 1e6:.1f} MB, opset {args.opset}, dynamic batch)")
+    print(f"record (cache key and SHA-256): {record_path(output)}")
 
     scorer = OnnxWindowScorer(output)
     scale = model.config.mos_max - model.config.mos_min

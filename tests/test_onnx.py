@@ -1,6 +1,11 @@
-"""ONNX export and the ONNX Runtime backend: parity with the PyTorch network to 1e-4 MOS, API and CLI."""
+"""
+ONNX export and the ONNX Runtime backend: parity with the PyTorch network to 1e-4 MOS, API and CLI; the cached
+export is keyed by weights, config, modeling code and exporter versions, and verified before use (issue 11.9).
+"""
 
+import copy
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -11,11 +16,16 @@ from conftest import all_sample_files
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from distill_mos import onnx_backend  # noqa: E402
 from distill_mos.onnx_backend import (  # noqa: E402
+    OnnxCacheError,
     OnnxWindowScorer,
+    check_digest,
     default_onnx_path,
     export_onnx,
+    file_sha256,
     load_onnx_window_scorer,
+    record_path,
 )
 
 TOLERANCE = 1e-4  # MOS
@@ -101,3 +111,128 @@ def test_unknown_backend_is_rejected():
 
     with pytest.raises(ValueError, match="backend"):
         DistillMOSScorer.from_pretrained(device="cpu", backend="tensorrt")
+
+
+# --- the cache: keyed by everything that shapes the graph, verified before use ----------------------------------------
+
+
+class ConstantGraph(torch.nn.Module):
+    """A stand-in with the real graph's inputs and outputs that rates every window 0.5, i.e. MOS 3.0."""
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        return windows[:, 0] * 0 + 0.5
+
+
+def write_stand_in(path: Path) -> None:
+    torch.onnx.export(
+        ConstantGraph(), (torch.zeros(2, 122880),), str(path), input_names=["windows"], output_names=["scores"],
+        dynamic_axes={"windows": {0: "num_windows"}, "scores": {0: "num_windows"}}, opset_version=17, dynamo=False,
+    )
+
+
+def assert_scores_like_torch(model, scorer: OnnxWindowScorer) -> None:
+    windows = speech_windows(3)
+    with torch.inference_mode():
+        expected = model.score_windows(windows)
+    assert float((scorer(windows) - expected).abs().max()) * 4 <= TOLERANCE
+
+
+def test_stand_in_graph_scores_everything_3(tmp_path):
+    """The stand-in is what a swapped cache file silently did before: every file 3.0."""
+    write_stand_in(tmp_path / "stand_in.onnx")
+    assert OnnxWindowScorer(tmp_path / "stand_in.onnx")(speech_windows(2)).tolist() == [0.5, 0.5]
+
+
+def test_swapped_in_cache_file_is_detected_by_its_digest_and_exported_again(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_MOS_CACHE", str(tmp_path))
+    path = Path(load_onnx_window_scorer(model).path)
+    assert path == default_onnx_path(model) and check_digest(path) is None
+    write_stand_in(path)  # swapped in, its record left as it was
+    assert "differ from the SHA-256 recorded" in check_digest(path)
+    with pytest.warns(RuntimeWarning, match="differ from the SHA-256 recorded.*exporting it again"):
+        scorer = load_onnx_window_scorer(model)
+    assert_scores_like_torch(model, scorer)
+    assert check_digest(path) is None  # the cache holds a good export again
+
+
+def test_swapped_in_file_with_a_matching_record_fails_the_parity_check(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_MOS_CACHE", str(tmp_path))
+    path = Path(load_onnx_window_scorer(model).path)
+    write_stand_in(path)
+    record = json.loads(record_path(path).read_text())
+    record["sha256"] = file_sha256(path)  # the record rewritten too: only scoring can tell
+    record_path(path).write_text(json.dumps(record))
+    assert check_digest(path) is None
+    with pytest.warns(RuntimeWarning, match="MOS away from torch.*exporting it again"):
+        scorer = load_onnx_window_scorer(model)
+    assert_scores_like_torch(model, scorer)
+
+
+def test_a_named_file_that_fails_a_check_is_refused_not_overwritten(model, tmp_path):
+    named = tmp_path / "mine.onnx"
+    write_stand_in(named)  # no record: only the parity check can judge it
+    before = named.read_bytes()
+    with pytest.raises(OnnxCacheError, match=r"mine.onnx: not used: it scores a check window .* MOS away from torch"):
+        load_onnx_window_scorer(model, named)
+    assert named.read_bytes() == before
+    good = export_onnx(model, tmp_path / "good.onnx")
+    good.write_bytes(good.read_bytes() + b"\0")  # altered after export: its record no longer matches
+    with pytest.raises(OnnxCacheError, match="differ from the SHA-256 recorded"):
+        load_onnx_window_scorer(model, good)
+
+
+def test_export_records_its_key_and_digest(model, tmp_path):
+    onnx_file = export_onnx(model, tmp_path / "distillmos.onnx")
+    record = json.loads(record_path(onnx_file).read_text())
+    assert record["sha256"] == file_sha256(onnx_file)
+    assert record["key"] == onnx_backend.cache_key(model)
+    assert set(record["key"]) == {"model", "code", "torch", "onnx", "opset"}
+
+
+def edited_modeling_code(tmp_path: Path, model) -> list[Path]:
+    """The model's modeling file with one line added, as after an edit of the checkout."""
+    modeling, backend = onnx_backend.code_files(model)
+    edited = tmp_path / modeling.name
+    edited.write_text(modeling.read_text() + "\n# an edit\n")
+    return [edited, backend]
+
+
+def test_cache_key_covers_weights_config_code_and_exporter_versions(model, tmp_path, monkeypatch):
+    base = default_onnx_path(model)
+    assert default_onnx_path(model) == base  # deterministic
+    assert [p.name for p in onnx_backend.code_files(model)] == ["modeling_distillmos.py", "onnx_backend.py"]
+    changed = {}
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1e-3)
+    changed["weights"] = default_onnx_path(other)
+    other = copy.deepcopy(model)
+    other.config.window_batch_size = 12345
+    changed["config"] = default_onnx_path(other)
+    edited = edited_modeling_code(tmp_path, model)
+    with monkeypatch.context() as patch:
+        patch.setattr(onnx_backend, "code_files", lambda m: edited)
+        changed["modeling code"] = default_onnx_path(model)
+    with monkeypatch.context() as patch:
+        modeling, backend = onnx_backend.code_files(model)
+        edited_backend = tmp_path / backend.name
+        edited_backend.write_text(backend.read_text() + "\n# an edit\n")
+        patch.setattr(onnx_backend, "code_files", lambda m: [modeling, edited_backend])
+        changed["backend code"] = default_onnx_path(model)
+    for module, name in ((torch, "torch"), (onnx, "onnx")):
+        with monkeypatch.context() as patch:
+            patch.setattr(module, "__version__", "99.0.0")
+            changed[name] = default_onnx_path(model)
+    assert {what: path != base for what, path in changed.items()} == dict.fromkeys(changed, True)
+    assert len(set(changed.values())) == len(changed)
+
+
+def test_export_made_before_a_code_change_is_not_reused(model, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_MOS_CACHE", str(tmp_path / "cache"))
+    old = Path(load_onnx_window_scorer(model).path)
+    edited = edited_modeling_code(tmp_path, model)
+    monkeypatch.setattr(onnx_backend, "code_files", lambda m: edited)
+    new = Path(load_onnx_window_scorer(model).path)
+    assert new != old and new.is_file() and old.is_file()
+    old_key, new_key = (json.loads(record_path(p).read_text())["key"] for p in (old, new))
+    assert old_key["code"] != new_key["code"] and old_key["model"] == new_key["model"]
