@@ -51,7 +51,6 @@ logger = logging.getLogger("distill_mos.space")
 EXAMPLES_DIR = SPACE_DIR / "examples"
 WINDOW_SECONDS = DistillMOSConfig().window_seconds  # 7.68 s, from the model's configuration
 ACR_LABELS = ("bad", "poor", "fair", "good", "excellent")
-SHORT_SECONDS = 1.0
 MODEL_ID = "distill-mos/distill-mos-v7"
 TABLE_COLUMNS = ["file", "MOS", "quality", "duration (s)", "error"]
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -242,7 +241,10 @@ class SpaceScorer:
         )
 
     def score_paths(self, paths: list[str]) -> list[FileScore]:
-        """Scores files in order through the library's decode and scoring path, within the limits."""
+        """
+        Scores files in order through the library's decode and scoring path, within the limits. Warnings (silent,
+        very short, truncated file) are the library's, worded as the command line tool words them.
+        """
         results: list[FileScore] = []
         ready = []  # (_Prepared) of files that passed every check
         for path in paths:
@@ -257,11 +259,6 @@ class SpaceScorer:
             if result.error is None and result.duration is not None and result.duration > self.limits.max_seconds:
                 result.error = self._too_long(result.duration)
                 prepared.waveform = None
-            if result.error is None and result.duration is not None and result.duration < SHORT_SECONDS:
-                result.warning = result.warning or (
-                    f"audio is very short ({result.duration:.2f} s); the model scores {WINDOW_SECONDS} s windows, "
-                    "so this score is less reliable"
-                )
             results.append(result)
             if prepared.waveform is not None:
                 ready.append(prepared)

@@ -138,3 +138,26 @@ def test_dtype_setting_default_and_bad_value(monkeypatch):
     monkeypatch.setenv("DISTILL_MOS_DTYPE", "int8")
     with pytest.raises(ValueError, match="DISTILL_MOS_DTYPE must be one of float32, bfloat16, float16, auto"):
         app.scorer_kwargs()
+
+
+def test_warnings_use_the_command_line_tools_wording(scorer, tmp_path):
+    """Issue 11.8 (shared wording): the Space shows the library's warning sentences, as the CLI writes them."""
+    from distill_mos.audio import short_clip_warning
+
+    short = tmp_path / "short.wav"
+    soundfile.write(short, 0.1 * np.sin(np.arange(4000) / 5).astype(np.float32), 16000)  # 0.25 s
+    truncated = tmp_path / "truncated.wav"  # header says 7.8 s, the file holds 500 samples
+    speech, _ = soundfile.read(LONG_CLIP, dtype="int16")
+    soundfile.write(truncated, speech, 16000, subtype="PCM_16")
+    truncated.write_bytes(truncated.read_bytes()[: 44 + 1000])
+    for path in (short, truncated):
+        (expected,) = scorer.score_files([path])
+        assert expected.ok and expected.warning, path.name
+        markdown, _, details = handlers(scorer).score_one(str(path))
+        assert f"⚠️ {app._sentence(expected.warning)}" in markdown
+        assert details["warning"] == expected.warning
+        _, table, csv_path = handlers(scorer).score_many([str(path)])
+        assert table["error"][0] == f"warning: {expected.warning}"
+    assert expected.warning != short_clip_warning(500 / 16000)  # the truncated file says so, not only "short"
+    (short_result,) = scorer.score_files([short])
+    assert short_result.warning == short_clip_warning(0.25)
