@@ -1,9 +1,17 @@
-"""Scoring Hugging Face `datasets` audio columns with `Dataset.map(batched=True)`."""
+"""
+Scoring Hugging Face `datasets` audio columns with `Dataset.map(batched=True)` / `IterableDataset.map`.
+
+Corpus scale: the output columns have declared types (so a batch of bad rows, wherever it falls, cannot make a
+column "null"), streaming datasets work the same way, and with `num_proc=N` every worker process loads its own
+model lazily, with `cpu_count // N` torch threads or, with GPUs, `cuda:(rank % device_count)`.
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .audio import AudioFileError, decode_bytes, load_audio, select_channel
-from .scorer import DistillMOSScorer
 
 
 def example_waveform(audio, channel: str | int = "first") -> tuple[np.ndarray, int]:
@@ -30,36 +38,84 @@ def example_waveform(audio, channel: str | int = "first") -> tuple[np.ndarray, i
     return data, sampling_rate
 
 
-def add_mos_column(
-    dataset,
-    scorer: DistillMOSScorer | None = None,
-    audio_column: str = "audio",
-    column: str = "mos",
-    channel: str | int = "first",
-    windows: bool = False,
-    batch_size: int = 16,
-    **map_kwargs,
-):
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _scorer_settings(scorer) -> dict:
+    """What a worker process needs to load the same scorer itself (a model cannot cross a fork onto a GPU)."""
+    hop = scorer.max_window_hop
+    return {
+        "location": getattr(scorer.model, "name_or_path", None) or None,
+        "batch_size": scorer.batch_size,
+        "window_hop": None if hop is None else hop / scorer.model.config.sampling_rate,
+        "dtype": str(scorer.model.dtype).removeprefix("torch."),
+        "backend": "onnx" if scorer.window_scorer is not None else "torch",
+        "device": scorer.device.type,
+    }
+
+
+class _MOSMapper:
     """
-    Adds a `column` of predicted MOS (float, None where the audio could not be scored) and `<column>_error` (the
-    reason, else None) to a `datasets.Dataset` with an `Audio` column at any sampling rate. With `windows=True` it
-    also adds `<column>_window_scores` and `<column>_window_starts` (seconds).
+    The function `add_mos_column` maps: `(batch, rank) -> new columns`. It is pickled into `num_proc` worker
+    processes without its model; each worker loads its own on first use.
 
-        ds = load_dataset("audiofolder", data_dir="clips")["train"]
-        ds = add_mos_column(ds)                      # ds["mos"]
-
-    Extra keyword arguments go to `Dataset.map` (e.g. `num_proc`; with `num_proc > 1` call
-    `torch.set_num_threads(1)` first: forked workers hang after the parent ran torch multithreaded).
+    In a worker, all torch work runs on one dedicated thread: a process forked after the parent ran torch on
+    several OpenMP threads hangs in its first parallel region on the inherited (dead) thread team, but a thread
+    born after the fork starts a fresh team. So workers use `cpu_count // num_proc` threads, whatever ran before.
     """
-    scorer = scorer or DistillMOSScorer.from_pretrained()
-    if audio_column not in dataset.column_names:
-        raise ValueError(f"the dataset has no column {audio_column!r}; its columns are {dataset.column_names}.")
 
-    def score_batch(batch):
+    def __init__(
+        self, scorer, settings: dict, audio_column: str, column: str, channel, windows: bool, num_proc: int,
+        num_threads: int | None = None,
+    ):
+        self.scorer, self.settings = scorer, settings
+        self.audio_column, self.column, self.channel, self.windows = audio_column, column, channel, windows
+        self.num_proc, self.num_threads = num_proc, num_threads
+        self.parent_pid = os.getpid()
+        self._thread = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["scorer"], state["_thread"] = None, None  # each worker loads its own model
+        return state
+
+    def _load(self, rank: int | None):
+        import torch
+
+        from .scorer import DistillMOSScorer
+
+        settings = dict(self.settings)
+        device = settings.pop("device", "auto")
+        if device in ("auto", "cuda") and torch.cuda.is_available():
+            # the pattern of Hugging Face's dataset-tagging scripts: spread ranks over the GPUs
+            device = f"cuda:{(rank or 0) % torch.cuda.device_count()}"
+        elif device == "auto":
+            device = "cpu"
+        torch.set_num_threads(self.num_threads or max(1, _cpu_count() // max(1, self.num_proc)))
+        return DistillMOSScorer.from_pretrained(settings.pop("location"), device=device, **settings)
+
+    def __call__(self, batch: dict, rank: int | None = None) -> dict:
+        if os.getpid() == self.parent_pid:  # in-process map: the caller's scorer and threads, as they are
+            if self.scorer is None:
+                self.scorer = self._load(rank)
+            return self._score(batch)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="distill-mos-worker")
+            self.scorer = self._thread.submit(self._load, rank).result()
+        return self._thread.submit(self._score, batch).result()
+
+    def _score(self, batch: dict) -> dict:
+        import torch
+
+        scorer, column = self.scorer, self.column
         prepared, errors = [], []
-        for audio in batch[audio_column]:
+        for audio in batch[self.audio_column]:
             try:
-                waveform, sampling_rate = example_waveform(audio, channel)
+                waveform, sampling_rate = example_waveform(audio, self.channel)
                 prepared.append(scorer.prepare(waveform, sampling_rate))
                 errors.append(None)
             except AudioFileError as error:  # the row names its file already: keep the reason
@@ -70,7 +126,9 @@ def add_mos_column(
                 errors.append(str(error).replace("the clip ", "", 1))
         good = [i for i, w in enumerate(prepared) if w is not None]
         scores = {}
-        for i, score in zip(good, scorer.score_prepared_each([prepared[i] for i in good]) if good else []):
+        with torch.inference_mode():
+            results = scorer.score_prepared_each([prepared[i] for i in good]) if good else []
+        for i, score in zip(good, results):
             if isinstance(score, str):
                 errors[i] = score
             else:
@@ -79,20 +137,106 @@ def add_mos_column(
             column: [scores[i].mos if i in scores else None for i in range(len(prepared))],
             f"{column}_error": errors,
         }
-        if windows:
+        if self.windows:
             out[f"{column}_window_scores"] = [scores[i].window_scores if i in scores else None for i in range(len(prepared))]
             out[f"{column}_window_starts"] = [scores[i].window_starts if i in scores else None for i in range(len(prepared))]
         return out
 
-    map_kwargs.setdefault("desc", "Distill-MOS")
-    feature = dataset.features[audio_column]
+
+def output_features(column: str = "mos", windows: bool = False) -> dict:
+    """The declared types of the columns `add_mos_column` adds (float32 MOS, string error, float32 lists)."""
+    from datasets import List, Value
+
+    features = {column: Value("float32"), f"{column}_error": Value("string")}
+    if windows:
+        features[f"{column}_window_scores"] = List(Value("float32"))
+        features[f"{column}_window_starts"] = List(Value("float32"))
+    return features
+
+
+def add_mos_column(
+    dataset,
+    scorer=None,
+    audio_column: str = "audio",
+    column: str = "mos",
+    channel: str | int = "first",
+    windows: bool = False,
+    batch_size: int = 16,
+    model: str | None = None,
+    device: str = "auto",
+    dtype: str = "float32",
+    num_threads: int | None = None,
+    **map_kwargs,
+):
+    """
+    Adds a `column` of predicted MOS (float32, None where the audio could not be scored) and `<column>_error` (the
+    reason, else None) to a `datasets.Dataset` or `datasets.IterableDataset` (streaming) with an `Audio` column at
+    any sampling rate. With `windows=True` it also adds `<column>_window_scores` and `<column>_window_starts`
+    (seconds). A bad row (missing, corrupt, empty, NaN audio) anywhere, even every row, gives None and its reason;
+    the others are scored.
+
+        ds = load_dataset("audiofolder", data_dir="clips")["train"]
+        ds = add_mos_column(ds)                                   # ds["mos"]
+        ds = add_mos_column(ds, num_proc=4)                       # 4 processes, each with its own model
+        stream = add_mos_column(load_dataset(hub_id, split="train", streaming=True))  # scored as you iterate
+
+    Args:
+        scorer: a `DistillMOSScorer` (default: one loaded from `model` on `device` in `dtype`). With `num_proc`,
+            each worker loads its own copy with the same settings.
+        batch_size: rows per `map` batch (and per model call).
+        model, device, dtype: how to load the scorer when none is given ("auto" device: a GPU if there is one; with
+            `num_proc`, worker `rank` gets `cuda:(rank % device_count)`).
+        num_threads: torch CPU threads per worker with `num_proc` (default: `cpu_count // num_proc`).
+        map_kwargs: passed to `Dataset.map` (`num_proc`, `remove_columns`, `desc`, ...) or `IterableDataset.map`
+            (which takes no `num_proc` or `desc`).
+    """
+    import datasets
+
+    streaming = isinstance(dataset, datasets.IterableDataset)
+    names = dataset.column_names
+    if names is not None and audio_column not in names:
+        raise ValueError(f"the dataset has no column {audio_column!r}; its columns are {names}.")
+    num_proc = map_kwargs.pop("num_proc", None)
+    map_kwargs.pop("with_rank", None)  # the rank is always used (to pick a GPU)
+    if streaming:
+        if num_proc not in (None, 1):
+            raise ValueError(
+                "num_proc is not supported for a streaming IterableDataset: split it into shards "
+                "(IterableDataset.shard) and score each in its own process, or use distill_mos.ray."
+            )
+        map_kwargs.pop("desc", None)
+    else:
+        map_kwargs.setdefault("desc", "Distill-MOS")
+    parallel = num_proc is not None and num_proc > 1
+
+    # How workers load their own model; also what the map's cache fingerprint sees instead of the weights.
+    settings = {"location": model, "device": device, "dtype": dtype} if scorer is None else _scorer_settings(scorer)
+    if scorer is None and not parallel:
+        from .scorer import DistillMOSScorer
+
+        scorer = DistillMOSScorer.from_pretrained(model, device=device, dtype=dtype)
+
+    features = dataset.features
+    feature = features[audio_column] if features is not None else None
     decodes_itself = getattr(feature, "decode", False) and type(feature).__name__ == "Audio"
     if decodes_itself:
-        # Decode inside score_batch, row by row, so that one unreadable file cannot stop the whole map.
-        from datasets import Audio
+        # Decode inside the map, row by row, so that one unreadable file cannot stop the whole map.
+        dataset = dataset.cast_column(audio_column, datasets.Audio(decode=False))
+    if dataset.features is not None:
+        removed = map_kwargs.get("remove_columns") or []
+        removed = [removed] if isinstance(removed, str) else list(removed)
+        declared = {name: f for name, f in dataset.features.items() if name not in removed}
+        declared.update(output_features(column, windows))
+        map_kwargs["features"] = datasets.Features(declared)
 
-        dataset = dataset.cast_column(audio_column, Audio(decode=False))
-    scored = dataset.map(score_batch, batched=True, batch_size=batch_size, **map_kwargs)
-    if decodes_itself and audio_column in scored.column_names:  # unless map_kwargs removed it
+    mapper = _MOSMapper(scorer if not parallel else None, settings, audio_column, column, channel, windows,
+                        num_proc or 1, num_threads)
+    if streaming:
+        scored = dataset.map(mapper, batched=True, batch_size=batch_size, **map_kwargs)
+    else:
+        scored = dataset.map(
+            mapper, batched=True, batch_size=batch_size, with_rank=True, num_proc=num_proc, **map_kwargs
+        )
+    if decodes_itself and audio_column in (scored.column_names or []):  # unless map_kwargs removed it
         scored = scored.cast_column(audio_column, feature)
     return scored
