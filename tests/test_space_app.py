@@ -66,9 +66,10 @@ def test_one_clip_shows_the_library_score_label_plot_and_what_was_read(scorer):
     # more than one window: the plot is shown, one point per window, scores as the library's
     assert len(expected.window_scores) > 1
     assert plot.visible is True
-    points = dict(zip(plot.value["columns"], zip(*plot.value["data"])))
-    assert list(points["MOS"]) == pytest.approx(expected.window_scores)
-    assert len(points["time (s)"]) == len(expected.window_starts)
+    # the SVG's points, read back from their tooltips: "<name>: <centre> s, MOS <score>", two decimals
+    points = re.findall(r"<title>opus\.wav: ([\d.]+) s, MOS ([\d.]+)</title>", plot.value)
+    assert [float(m) for _, m in points] == pytest.approx(expected.window_scores, abs=0.0051)
+    assert [float(t) for t, _ in points] == pytest.approx([s + 7.68 / 2 for s in expected.window_starts], abs=0.0051)
 
 
 def test_one_window_clip_has_no_plot(scorer):
@@ -81,7 +82,8 @@ def test_one_window_clip_has_no_plot(scorer):
 
 def test_examples_show_their_human_mos(scorer):
     examples = app.load_examples()
-    assert len(examples) >= 4
+    assert len(examples) == 5  # space/README.md: "five GenSpeech clips"
+    assert "five GenSpeech clips" in (ROOT / "space" / "README.md").read_text()
     with open(GENSPEECH / "labels.csv") as handle:
         human = {
             f"genspeech_{r['speaker_group']}_{r['item']}_{r['condition']}.wav": float(r["mos"])
@@ -127,20 +129,22 @@ def test_unscorable_files_give_a_readable_message(scorer, bad_files, tmp_path, n
 
 
 def test_silent_file_warns_and_shows_no_rating(scorer, bad_files):
+    [library] = scorer.score_files([bad_files["silent"]])
     markdown, plot, details = handlers(scorer).score_one(str(bad_files["silent"]))
     assert "No meaningful score: the audio is silent" in markdown
     assert "Predicted MOS" not in markdown
     assert plot.visible is False
     # machine-readable answers keep the model's number, flagged, as the library and the CLI do
     assert details["warning"] and "silent" in details["warning"]
-    assert details["quality"] is None and isinstance(details["mos"], float)
+    assert details["quality"] is None and details["mos"] == pytest.approx(library.mos, abs=1e-4)
     assert handlers(scorer).score_api(str(bad_files["silent"]))["warning"] == details["warning"]
 
 
 def test_very_short_file_is_scored_with_a_warning(scorer, bad_files):
+    expected = library_score(scorer, bad_files["short"])
     markdown, _, details = handlers(scorer).score_one(str(bad_files["short"]))
-    assert "Predicted MOS" in markdown and "very short" in markdown
-    assert details["mos"] is not None
+    assert f"Predicted MOS {expected.mos:.2f} / 5" in markdown and "very short" in markdown
+    assert details["mos"] == pytest.approx(expected.mos, abs=1e-4)
 
 
 def test_too_long_audio_is_refused_before_decoding(scorer, monkeypatch):
@@ -255,13 +259,39 @@ def test_demo_has_bounded_queue_api_and_safe_launch_settings(scorer, monkeypatch
     assert "7 MB per file" in str(demo.config)
 
 
+def test_space_model_lookup_order(monkeypatch, tmp_path):
+    """DISTILL_MOS_SPACE_MODEL, else the library's order ($DISTILL_MOS_MODEL first; `test_api.py` checks the rest)."""
+    folders = {}
+    for name in ("space", "library"):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        for file in ("config.json", "preprocessor_config.json", "model.safetensors"):
+            (folders[name] / file).symlink_to(ROOT / file)
+    monkeypatch.setenv("DISTILL_MOS_DEVICE", "cpu")
+    monkeypatch.setenv("DISTILL_MOS_MODEL", str(folders["library"]))
+    monkeypatch.setenv("DISTILL_MOS_SPACE_MODEL", str(folders["space"]))
+    assert app.load_scorer().model.name_or_path == str(folders["space"])
+    monkeypatch.delenv("DISTILL_MOS_SPACE_MODEL")
+    assert app.load_scorer().model.name_or_path == str(folders["library"])
+
+
 def test_space_readme_front_matter():
     text = (ROOT / "space" / "README.md").read_text()
     match = re.match(r"---\n(.*?)\n---\n", text, re.S)
     assert match, "space/README.md starts with YAML front matter"
     front = dict(line.split(": ", 1) for line in match.group(1).splitlines() if ": " in line and not line.startswith(" "))
     assert front["sdk"] == "gradio"
-    assert front["sdk_version"] == gr.__version__
+    # the Space runs the gradio its front matter names: it must satisfy what the project declares (the `space`
+    # extra), whatever gradio happens to be installed here
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    declared = [Requirement(r) for r in extras["space"] if Requirement(r).name == "gradio"]
+    assert len(declared) == 1, extras["space"]
+    assert Version(front["sdk_version"]) in declared[0].specifier, (front["sdk_version"], str(declared[0]))
     assert front["app_file"] == "app.py"
     assert front["license"] == "mit"
     assert "distill-mos/distill-mos-v7" in match.group(1)
