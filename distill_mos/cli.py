@@ -396,13 +396,14 @@ def _score_local(scorer, files: list[str], problems: dict[str, str], channel) ->
             yield FileScore(path=file, error=problems[file]) if file in problems else next(results)
 
 
-def _connect_ray(address: str) -> None:
+def _connect_ray(address: str) -> bool:
+    """Starts or joins Ray; True when this call did (so the run shuts it down again)."""
     try:
         from .ray import init_ray
     except ImportError as error:
         raise UsageError(f"--ray needs Ray Data: pip install 'distill-mos-hf[ray]' ({error})") from None
     try:
-        init_ray(None if address == "local" else address)
+        return init_ray(None if address == "local" else address)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise UsageError(f"--ray {address}: could not start or join Ray: {error}") from None
 
@@ -491,12 +492,13 @@ def main(argv: list[str] | None = None) -> int:
     handle = None
     progress = None
     written = 0
+    ray_started = False
     try:
         # the model (or Ray) first: a failure to load leaves no output file behind
         if not remaining:
             results = iter(())
         elif ray_address:
-            _connect_ray(ray_address)
+            ray_started = _connect_ray(ray_address)
             results = _score_ray(args, remaining, problems, channel, ray_address)
         else:
             results = _score_local(_load_scorer(args), remaining, problems, channel)
@@ -546,6 +548,10 @@ def main(argv: list[str] | None = None) -> int:
                 handle.close()
             except OSError:  # the same full disk again: already reported
                 pass
+        if ray_started:
+            import ray
+
+            ray.shutdown()
     if failures and not args.quiet:
         print(f"distill-mos: {failures} of {len(files)} file(s) could not be scored", file=sys.stderr)
     return EXIT_FAILED_FILES if failures else EXIT_OK

@@ -1,0 +1,375 @@
+"""
+Scoring corpora with [Ray Data](https://docs.ray.io/en/latest/data/data.html): one model per actor, on one machine
+or a cluster (`pip install "distill-mos-hf[ray]"`).
+
+    import ray
+    from distill_mos.ray import DistillMOSPredictor, actor_pool_options
+
+    ds = ray.data.from_items([{"path": p} for p in paths])
+    ds = ds.map_batches(DistillMOSPredictor, **actor_pool_options(num_actors=4))
+    ds.filter(lambda row: row["mos"] is not None and row["mos"] >= 3.5).write_parquet("good/")
+
+or, for files or a 🤗 dataset straight to a Parquet or CSV file: `score_with_ray(paths_or_dataset, "scores.parquet")`.
+The command line tool's `--ray [ADDRESS]` runs `score_files_with_ray`.
+
+Rows that cannot be scored (missing, corrupt, silent-but-unreadable, ...) get `mos` None and the reason in
+`mos_error`; they never fail the job. An actor that dies (a killed process, a lost node) is restarted by Ray and
+its batch is retried, so every input still yields exactly one row.
+"""
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+# Input columns the predictor understands, in the order it looks for them (see `DistillMOSPredictor`).
+INPUT_COLUMNS = ("audio", "bytes", "array", "path", "file")
+# Columns of `score_files_with_ray` rows: the command line tool's.
+FILE_COLUMNS = ["file", "mos", "duration_s", "sampling_rate", "channels", "error", "warning"]
+
+
+def init_ray(address: str | None = None, **init_kwargs) -> bool:
+    """
+    Starts a local Ray instance (`address=None`) or joins the cluster at `address` ("auto", "HOST:PORT",
+    "ray://HOST:PORT"), unless this process is connected already; returns whether it connected now. Quiet: no
+    dashboard, warnings only.
+    """
+    import logging
+
+    import ray
+
+    if ray.is_initialized():
+        return False
+    init_kwargs.setdefault("logging_level", "WARNING")
+    if address is None:
+        init_kwargs.setdefault("include_dashboard", False)
+    ray.init(address=address, **init_kwargs)
+    from ray.data import DataContext
+
+    DataContext.get_current().print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no "execution finished" lines between our rows
+    return True
+
+
+def _assigned(resource: str) -> float:
+    """How much of `resource` Ray gave the current actor (0 outside Ray)."""
+    try:
+        import ray
+
+        return float(ray.get_runtime_context().get_assigned_resources().get(resource, 0))
+    except Exception:  # noqa: BLE001 - not inside a Ray worker
+        return 0.0
+
+
+class DistillMOSPredictor:
+    """
+    A callable class for `ray.data.Dataset.map_batches(DistillMOSPredictor, batch_format="pyarrow", ...)`: each
+    actor loads one model and scores the batches it is given.
+
+    Input rows hold one of (looked for in this order, or named by `audio_column`):
+    - `audio`: a 🤗 datasets `Audio` value (`{"bytes", "path"}` or `{"array", "sampling_rate"}`);
+    - `bytes`: an encoded audio file (wav, flac, mp3, ...);
+    - `array` (1-D float or integer PCM samples) with `sampling_rate` (Hz);
+    - `path` or `file`: an audio file on a file system every actor can read.
+
+    Output: the input columns (minus `audio`/`bytes`/`array` unless `keep_audio`) plus `<column>` (float MOS 1..5,
+    None when the row could not be scored), `<column>_error` (the reason, else None), `<column>_warning` (silent,
+    very short or truncated audio, else None), with `windows=True` `<column>_window_scores` and
+    `<column>_window_starts` (seconds), and with `file_details=True` the command line tool's `duration_s`,
+    `sampling_rate` and `channels` of what was decoded.
+
+    Args:
+        model: model folder or Hub id (default: `default_model_location()` on the actor's machine).
+        device: "auto" (the actor's GPU when Ray assigned it one, else CPU), "cpu", "cuda".
+        batch_size: clips per model call.
+        window_hop: fast mode, seconds between windows (None: exact).
+        channel: multi-channel audio: "first", "mean" or an index.
+        windows: add per-window columns.
+        num_threads: torch CPU threads; default: the CPUs Ray assigned to this actor (so actors do not
+            oversubscribe the cores they share).
+        dtype: model precision: "float32" (default, exact), "bfloat16", "float16" or "auto" (see
+            `DistillMOSScorer.from_pretrained`).
+    """
+
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str = "auto",
+        batch_size: int = 8,
+        window_hop: float | None = None,
+        channel: str | int = "first",
+        windows: bool = False,
+        column: str = "mos",
+        audio_column: str | None = None,
+        keep_audio: bool = False,
+        file_details: bool = False,
+        num_threads: int | None = None,
+        dtype: str = "float32",
+    ):
+        import torch
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # one "Loading weights" bar per actor is noise in the driver's log
+        threads = num_threads or max(1, int(_assigned("CPU")) or 1)
+        torch.set_num_threads(threads)
+        if device == "auto":
+            device = "cuda" if _assigned("GPU") >= 1 and torch.cuda.is_available() else "cpu"
+        from .scorer import DistillMOSScorer
+
+        self.scorer = DistillMOSScorer.from_pretrained(
+            model, device=device, batch_size=batch_size, window_hop=window_hop, dtype=dtype
+        )
+        self.channel, self.windows, self.column = channel, windows, column
+        self.audio_column, self.keep_audio, self.file_details = audio_column, keep_audio, file_details
+
+    def _input_column(self, names: Sequence[str]) -> str:
+        if self.audio_column is not None:
+            if self.audio_column not in names:
+                raise ValueError(f"the batch has no column {self.audio_column!r}; its columns are {list(names)}")
+            return self.audio_column
+        for name in INPUT_COLUMNS:
+            if name in names:
+                return name
+        raise ValueError(f"the batch has none of the columns {INPUT_COLUMNS}; its columns are {list(names)}")
+
+    def _prepare(self, kind: str, value, rate=None):
+        """One row -> `_Prepared` (a FileScore with decode details, and the 16 kHz waveform or None)."""
+        from .audio import AudioFileError, decode_bytes
+        from .datasets import example_waveform
+        from .scorer import FileScore, _Prepared
+
+        if kind in ("path", "file"):
+            return self.scorer.prepare_file(value, self.channel)
+        result = FileScore(path=value.get("path") if kind == "audio" and isinstance(value, dict) else None)
+        try:
+            if kind == "bytes":
+                decoded = decode_bytes(value, channel=self.channel)
+                waveform, rate, result.channels, result.warning = (
+                    decoded.waveform, decoded.sampling_rate, decoded.channels, decoded.warning
+                )
+            elif kind == "array":
+                waveform = np.asarray(value)
+                result.channels = 1
+            else:
+                waveform, rate = example_waveform(value, self.channel)
+            result.sampling_rate = int(rate) if rate is not None else None
+            prepared = self.scorer.prepare(waveform, rate, name="audio")
+            result.duration = len(waveform) / rate
+            if not prepared.any():
+                from .audio import SILENT_WARNING
+
+                result.warning = "; ".join(filter(None, [SILENT_WARNING, result.warning]))
+            return _Prepared(result, prepared)
+        except AudioFileError as error:
+            result.error = error.reason
+        except Exception as error:  # noqa: BLE001 - a bad row must not fail the batch
+            result.error = str(error)
+        return _Prepared(result)
+
+    def __call__(self, batch):
+        """`batch`: a pyarrow Table (batch_format="pyarrow") or a dict of numpy arrays -> a pyarrow Table."""
+        import pyarrow as pa
+
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_pydict({k: list(v) for k, v in batch.items()})
+        kind = self._input_column(table.column_names)
+        values = table.column(kind).to_pylist()
+        rates = table.column("sampling_rate").to_pylist() if kind == "array" else [None] * len(values)
+        prepared = [self._prepare(kind, value, rate) for value, rate in zip(values, rates)]
+        good = [p for p in prepared if p.waveform is not None]
+        for p, score in zip(good, self.scorer.score_prepared_each([p.waveform for p in good]) if good else []):
+            if isinstance(score, str):
+                p.result.error = score
+            else:
+                p.result.mos, p.result.window_scores, p.result.window_starts = (
+                    score.mos, score.window_scores, score.window_starts
+                )
+        results = [p.result for p in prepared]
+
+        if not self.keep_audio and kind in ("audio", "bytes", "array"):
+            table = table.drop_columns([kind])
+        c = self.column
+        # Declared types: a batch where every row failed still has float/string columns, never "null".
+        new = {
+            c: pa.array([r.mos for r in results], pa.float64()),
+            f"{c}_error": pa.array([r.error for r in results], pa.string()),
+            f"{c}_warning": pa.array([r.warning for r in results], pa.string()),
+        }
+        if self.windows:
+            new[f"{c}_window_scores"] = pa.array(
+                [r.window_scores if r.mos is not None else None for r in results], pa.list_(pa.float64())
+            )
+            new[f"{c}_window_starts"] = pa.array(
+                [r.window_starts if r.mos is not None else None for r in results], pa.list_(pa.float64())
+            )
+        if self.file_details:
+            new["duration_s"] = pa.array([r.duration for r in results], pa.float64())
+            if "sampling_rate" not in table.column_names:
+                new["sampling_rate"] = pa.array([r.sampling_rate for r in results], pa.int64())
+            new["channels"] = pa.array([r.channels for r in results], pa.int64())
+        for name, array in new.items():
+            if name in table.column_names:
+                table = table.drop_columns([name])
+            table = table.append_column(name, array)
+        return table
+
+
+def actor_pool_options(
+    num_actors: int | None = None,
+    num_gpus_per_actor: float | None = None,
+    num_cpus_per_actor: float = 1,
+    reserve_cpus: float = 0,
+    **predictor_kwargs,
+) -> dict:
+    """
+    Keyword arguments for `ds.map_batches(DistillMOSPredictor, **actor_pool_options(...))`, sized to the cluster
+    Ray is connected to: one actor per GPU when the cluster has GPUs (each actor gets one), else one per
+    `num_cpus_per_actor` CPUs, minus `reserve_cpus` (leave CPUs for read tasks of a streaming source: on a 2-CPU
+    machine, actors holding every CPU while a read task waits for one never finish).
+    """
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    device = predictor_kwargs.get("device", "auto")
+    if num_gpus_per_actor is None:
+        num_gpus_per_actor = 1 if gpus and device != "cpu" else 0
+    if num_actors is None:
+        if num_gpus_per_actor:
+            num_actors = max(1, int(gpus / num_gpus_per_actor))
+        else:
+            num_actors = max(1, int((resources.get("CPU", 1) - reserve_cpus) // num_cpus_per_actor))
+    options = {
+        "compute": ActorPoolStrategy(size=num_actors),
+        "batch_format": "pyarrow",
+        "num_cpus": num_cpus_per_actor,
+        "fn_constructor_kwargs": predictor_kwargs,
+    }
+    if num_gpus_per_actor:
+        options["num_gpus"] = num_gpus_per_actor
+    options["batch_size"] = predictor_kwargs.get("batch_size", 8)
+    return options
+
+
+def files_dataset(files: Sequence[str | os.PathLike], num_blocks: int | None = None):
+    """A Ray dataset of `{"file": path}` rows, split into enough blocks to keep every actor busy."""
+    import ray
+
+    files = [str(f) for f in files]
+    if num_blocks is None:
+        num_blocks = max(1, min(len(files), 4 * int(ray.cluster_resources().get("CPU", 1))))
+    return ray.data.from_items([{"file": f} for f in files], override_num_blocks=num_blocks)
+
+
+def score_files_with_ray(
+    files: Sequence[str | os.PathLike],
+    address: str | None = None,
+    num_actors: int | None = None,
+    predictor: type = DistillMOSPredictor,
+    progress: bool = False,
+    **predictor_kwargs,
+) -> Iterator[dict]:
+    """
+    Scores files on a Ray cluster (a local instance when `address` is None) and yields one dict per file, in input
+    order, with the command line tool's columns (`FILE_COLUMNS`, plus `window_scores` / `window_starts` with
+    `windows=True`). `predictor_kwargs` go to `DistillMOSPredictor` (model, device, batch_size, window_hop,
+    channel, windows, dtype).
+    """
+    from ray.data import DataContext
+
+    if not files:
+        return
+    init_ray(address)
+    context = DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = progress
+    predictor_kwargs.update(file_details=True)
+    windows = predictor_kwargs.get("windows", False)
+    dataset = files_dataset(files).map_batches(predictor, **actor_pool_options(num_actors, **predictor_kwargs))
+    for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+        for row in batch.to_pylist():
+            out = {
+                "file": row["file"], "mos": row["mos"], "duration_s": row["duration_s"],
+                "sampling_rate": row["sampling_rate"], "channels": row["channels"],
+                "error": row["mos_error"], "warning": row["mos_warning"],
+            }
+            if windows:
+                out["window_scores"] = row["mos_window_scores"] or []
+                out["window_starts"] = row["mos_window_starts"] or []
+            yield out
+
+
+def score_with_ray(
+    source,
+    output: str | os.PathLike,
+    address: str | None = None,
+    num_actors: int | None = None,
+    audio_column: str | None = None,
+    **predictor_kwargs,
+) -> Path:
+    """
+    Scores `source` (a list of audio file paths, or a 🤗 `datasets.Dataset` / `IterableDataset` with an audio
+    column) with Ray Data and writes one Parquet (`.parquet`) or CSV (`.csv`) file at `output`; returns its path.
+    A dataset's audio column is not copied to the output; its other columns are, with `mos`, `mos_error`,
+    `mos_warning` added.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+    import ray
+    from ray.data import DataContext
+
+    output = Path(output)
+    if output.suffix.lower() not in (".parquet", ".csv"):
+        raise ValueError(f"{output}: the output must end in .parquet or .csv")
+    init_ray(address)
+    DataContext.get_current().execution_options.preserve_order = True
+    reserve = 0
+    if isinstance(source, Iterable) and not hasattr(source, "features"):
+        dataset = files_dataset(list(source))
+        predictor_kwargs.setdefault("file_details", True)
+    else:
+        import datasets
+
+        if isinstance(source, datasets.IterableDataset):
+            reserve = 1  # its read tasks need a CPU while the actors hold theirs
+        column = audio_column or next((c for c in INPUT_COLUMNS if c in (source.column_names or [])), None)
+        if column is None:
+            raise ValueError(f"the dataset has none of the columns {INPUT_COLUMNS}; pass audio_column=")
+        feature = source.features[column] if source.features else None
+        if type(feature).__name__ == "Audio" and getattr(feature, "decode", False):
+            source = source.cast_column(column, datasets.Audio(decode=False))  # decoded by the actors, row by row
+        dataset = ray.data.from_huggingface(source)
+        predictor_kwargs["audio_column"] = column
+    dataset = dataset.map_batches(
+        DistillMOSPredictor, **actor_pool_options(num_actors, reserve_cpus=reserve, **predictor_kwargs)
+    )
+    # Written as <output>.partial and renamed when complete, like the command line tool's output.
+    tmp = output.with_name(output.name + ".partial")
+    writer, schema = None, None
+    try:
+        for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            if output.suffix.lower() == ".csv":
+                batch = pa.table({n: _csv_column(batch.column(n)) for n in batch.column_names})
+            if writer is None:
+                schema = batch.schema
+                writer = (pq.ParquetWriter(tmp, schema) if output.suffix.lower() == ".parquet"
+                          else pa_csv.CSVWriter(tmp, schema))
+            writer.write_table(batch.cast(schema))
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:
+        raise ValueError("nothing to score: the source is empty")
+    os.replace(tmp, output)
+    return output
+
+
+def _csv_column(column):
+    """CSV has no lists: per-window columns become "a;b;c" as in the command line tool's CSV."""
+    import pyarrow as pa
+
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        return pa.array([None if v is None else ";".join(map(str, v)) for v in column.to_pylist()], pa.string())
+    return column
