@@ -43,6 +43,7 @@ class FinetuneResult:
     results: dict
     issues: list[RowIssue] = field(default_factory=list)
     model_dir: Path | None = None
+    model: object | None = None  # the fine-tuned DistillMOSModel (without cv), in eval mode
     run: TrainingRun | None = None
     cross_validation: CrossValidation | None = None
 
@@ -203,4 +204,4 @@ def finetune(
     if verbose:
         print(f"Training MSE {run.train_loss_before:.4f} -> {run.train_loss_after:.4f} over {run.epochs_run:g} epochs. "
               f"Saved the model to {model_dir}")
-    return FinetuneResult(results, issues, model_dir=model_dir, run=run)
+    return FinetuneResult(results, issues, model_dir=model_dir, model=model, run=run)

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from . import FinetuneError, FinetuneSettings, finetune
+from . import FinetuneError, FinetuneSettings, finetune, format_table
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="share of the training clips held out for early stopping (0: none, train --epochs)")
     parser.add_argument("--patience", type=int, default=defaults.early_stopping_patience,
                         help="epochs without a better validation loss before stopping")
+    parser.add_argument("--warmup", type=float, default=defaults.warmup,
+                        help="share of the steps with a linearly rising learning rate")
     parser.add_argument("--model", help="model to start from: folder or Hub id (default: as distill-mos)")
     parser.add_argument("--file-column", default="file", help="CSV column with the audio paths (default: file)")
     parser.add_argument("--mos-column", help="label column (default: 'mos' for CSV, else the first of mos, MOS, ...)")
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = FinetuneSettings(
         learning_rate=args.learning_rate, epochs=args.epochs, batch_size=args.batch_size,
         weight_decay=args.weight_decay, seed=args.seed, validation_fraction=args.validation_fraction,
-        early_stopping_patience=args.patience, train_all=args.train_all,
+        early_stopping_patience=args.patience, warmup=args.warmup, train_all=args.train_all,
     )
     channel = int(args.channel) if args.channel.isdigit() else args.channel
     try:
@@ -67,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except FinetuneError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.quiet and args.cv:  # the figures are the result: printed even when quiet
+        print(format_table(result.results))
+    elif args.quiet:
+        print(f"Saved the model to {result.model_dir}")
     left_out = [issue for issue in result.issues if issue.level == "error"]
     if left_out:
         print(f"{len(left_out)} row(s) were left out (see above).", file=sys.stderr)

@@ -103,7 +103,7 @@ def model_card(
         "",
         "# Distill-MOS, fine-tuned",
         "",
-        f"Fine-tuned from Distill-MOS v7 (`{base_model}`) with `python -m distill_mos.finetune`.",
+        f"Distill-MOS v7 fine-tuned with `python -m distill_mos.finetune`, starting from `{base_model}`.",
         "",
         "## Data",
         "",
@@ -113,9 +113,9 @@ def model_card(
         "",
         "## Training",
         "",
-        "Only the transformer encoder and pooling were trained (the convolutional feature encoder frozen, its features "
-        "computed once)" if not settings.get("train_all") else "Every parameter was trained (`--train-all`)",
-        "; batch norms kept at their running statistics. Settings: "
+        ("Only the transformer encoder and pooling were trained (the convolutional feature encoder frozen, its "
+         "features computed once)" if not settings.get("train_all") else "Every parameter was trained (`--train-all`)")
+        + "; batch norms kept at their running statistics. Settings: "
         + ", ".join(f"{key} {value}" for key, value in settings.items()) + ".",
         "",
         "## Cross-validated agreement with the listeners",

@@ -31,16 +31,19 @@ class FinetuneSettings:
             when their loss has not improved for `early_stopping_patience` epochs; the best epoch's weights are kept.
             0 trains on every clip for exactly `epochs`.
         early_stopping_patience: epochs without improvement of the validation loss before training stops.
+        warmup: share of the optimizer steps over which the learning rate rises linearly from 0 (first steps on a
+            pretrained head are otherwise the largest and least stable).
         train_all: train every parameter on raw windows (the convolutions too) instead of the cached-feature head.
     """
 
-    learning_rate: float = 1e-4
-    epochs: int = 10
+    learning_rate: float = 3e-5
+    epochs: int = 15
     batch_size: int = 8
     weight_decay: float = 0.01
     seed: int = 42
     validation_fraction: float = 0.15
     early_stopping_patience: int = 3
+    warmup: float = 0.1
     train_all: bool = False
 
     def check(self) -> None:
@@ -50,6 +53,8 @@ class FinetuneSettings:
             raise FinetuneError("epochs, batch size and early-stopping patience must each be at least 1.")
         if self.weight_decay < 0:
             raise FinetuneError(f"the weight decay must not be negative, got {self.weight_decay}.")
+        if not 0 <= self.warmup < 1:
+            raise FinetuneError(f"the warm-up share must be in [0, 1), got {self.warmup}.")
         if not 0 <= self.validation_fraction < 1:
             raise FinetuneError(f"the validation fraction must be in [0, 1), got {self.validation_fraction}.")
 
@@ -122,6 +127,8 @@ def train(
             per_device_train_batch_size=settings.batch_size,
             per_device_eval_batch_size=settings.batch_size,
             weight_decay=settings.weight_decay,
+            # whole steps, rounded down: a ratio would round up, and a one-step run would then train at lr 0
+            warmup_steps=int(settings.warmup * math.ceil(len(train_clips) / settings.batch_size) * settings.epochs),
             eval_strategy="epoch" if validate else "no",
             save_strategy="best" if validate else "no",
             load_best_model_at_end=validate,
@@ -182,6 +189,9 @@ def clip_groups(clips: Sequence[ClipWindows]) -> list[str]:
 def train_with_validation(model, clips: Sequence[ClipWindows], settings: FinetuneSettings, **kwargs) -> TrainingRun:
     """`train` with `settings.validation_fraction` of the clips (whole groups) held out for early stopping."""
     train_rows, validation_rows = grouped_holdout(clip_groups(clips), settings.validation_fraction, settings.seed)
+    if settings.validation_fraction > 0 and not validation_rows and kwargs.get("verbose", True):
+        print("note: too few groups (fewer than 3) to hold some out for early stopping; training for the full "
+              f"{settings.epochs} epochs on every clip.", flush=True)
     return train(model, [clips[i] for i in train_rows], [clips[i] for i in validation_rows], settings, **kwargs)
 
 

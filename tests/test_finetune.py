@@ -1,0 +1,403 @@
+"""
+Fine-tuning (`distill_mos.finetune`) on the bundled clips: the cached-feature head is the model's own window score,
+training lowers the training loss and can over-fit a tiny set, grouped folds never share a group, the same seed
+gives the same figures, bad rows are reported and lose no other row, and a saved model loads everywhere the
+released one does and scores exactly as it scored in memory.
+
+No test claims that fine-tuning improves agreement with listeners on these 16 clips: far too few to say so.
+Training uses the real model (cached convolutional features, 1-3 epochs) to stay fast on 2 CPU cores.
+"""
+
+import copy
+import csv
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import DATA, GENSPEECH, ROOT, TCDVOIP
+
+pytest.importorskip("accelerate")  # Trainer needs it (the finetune extra)
+
+from distill_mos.finetune import FinetuneSettings, finetune, grouped_folds, grouped_holdout, load_labels  # noqa: E402
+from distill_mos.finetune.cli import main as finetune_main  # noqa: E402
+from distill_mos.finetune.data import LabelledClip, label_mapper  # noqa: E402
+from distill_mos.finetune.export import model_card  # noqa: E402
+from distill_mos.finetune.model import (  # noqa: E402
+    DistillMOSClipRegressor,
+    WindowCollator,
+    clip_windows,
+    encode_windows,
+    predict,
+    prepare_clips,
+)
+from distill_mos.finetune.training import cross_validate, train  # noqa: E402
+
+
+def rated_rows() -> list[dict]:
+    """The bundled rated clips: absolute path, MOS, and a group (GenSpeech stimulus dir1/dir3, TCD-VoIP talker)."""
+    rows = []
+    for folder, group_column in ((GENSPEECH, "item"), (TCDVOIP, "speaker")):
+        with open(folder / "labels.csv", newline="") as handle:
+            for row in csv.DictReader(handle):
+                if row["mos"].strip():
+                    rows.append({"file": str(folder / row["file"]), "mos": float(row["mos"]),
+                                 "group": f"{folder.name}-{row[group_column]}"})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict], columns=("file", "mos", "group")) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: row.get(c, "") for c in columns})
+    return path
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    """The released model; tests fine-tune deep copies of it, never this one."""
+    from modeling_distillmos import DistillMOSModel
+
+    return DistillMOSModel.from_pretrained(str(ROOT)).eval()
+
+
+@pytest.fixture(scope="module")
+def feature_extractor():
+    from feature_extraction_distillmos import DistillMOSFeatureExtractor
+
+    return DistillMOSFeatureExtractor.from_pretrained(str(ROOT))
+
+
+@pytest.fixture(scope="module")
+def prepared(base_model, feature_extractor):
+    """All 16 bundled rated clips with their cached convolutional features (computed once for the module)."""
+    clips = [LabelledClip(Path(r["file"]).name, r["mos"], r["mos"], r["file"], r["group"]) for r in rated_rows()]
+    ready, issues = prepare_clips(base_model, feature_extractor, clips)
+    assert not [i for i in issues if i.level == "error"]
+    assert len(ready) == 16
+    return ready
+
+
+def fresh(base_model):
+    model = copy.deepcopy(base_model).eval()
+    model.cpu_window_threads = base_model.cpu_window_threads
+    return model
+
+
+# --- the cached-feature path is the model's own score ----------------------------------------------------------
+
+
+def test_cached_feature_forward_equals_the_models_window_and_clip_scores(base_model, feature_extractor, prepared):
+    long_clip = next(c for c in prepared if c.inputs.shape[0] > 1)  # a clip longer than one window
+    short_clip = prepared[0]
+    regressor = DistillMOSClipRegressor(base_model, cached_features=True)
+    for clip in (short_clip, long_clip):
+        waveform = feature_extractor.prepare_clip(*_decoded(clip.clip.audio), name="audio")
+        windows = clip_windows(waveform, base_model.config.window_length, base_model.config.max_window_hop)
+        with torch.no_grad():
+            reference = base_model._score_window_batch(windows)  # the model's own per-window score
+            features = encode_windows(base_model, windows)
+            regressor.eval()
+            cached_eval = regressor.window_scores(features)
+            regressor.train()  # training mode: batch norms must stay at their running statistics
+            cached_train = regressor.window_scores(features)
+            regressor.eval()
+            mos = base_model(torch.from_numpy(waveform)[None]).mos
+            batch = WindowCollator()([{"inputs": clip.inputs, "labels": 3.0}])
+            clip_mos = regressor(batch["inputs"], batch["window_clip"]).mos
+        torch.testing.assert_close(features, clip.inputs, atol=1e-5, rtol=0)  # the cache holds these features
+        torch.testing.assert_close(cached_eval, reference, atol=1e-5, rtol=0)
+        torch.testing.assert_close(cached_train, reference, atol=1e-5, rtol=0)
+        torch.testing.assert_close(clip_mos, mos, atol=1e-5, rtol=0)
+    for parameter in base_model.parameters():
+        parameter.requires_grad_(False)
+
+
+def _decoded(path):
+    from distill_mos.audio import load_audio
+
+    decoded = load_audio(path)
+    return decoded.waveform, decoded.sampling_rate
+
+
+def test_collator_keeps_each_clips_windows_together(prepared):
+    items = [{"inputs": c.inputs, "labels": c.clip.target} for c in prepared[:3]]
+    batch = WindowCollator()(items)
+    counts = [c.inputs.shape[0] for c in prepared[:3]]
+    assert batch["inputs"].shape[0] == sum(counts)
+    assert batch["window_clip"].tolist() == [i for i, n in enumerate(counts) for _ in range(n)]
+    assert batch["labels"].tolist() == pytest.approx([c.clip.target for c in prepared[:3]])
+
+
+# --- training ---------------------------------------------------------------------------------------------------
+
+
+def test_training_lowers_the_training_loss_and_leaves_the_convolutions_alone(base_model, prepared):
+    model = fresh(base_model)
+    conv_before = [p.detach().clone() for p in model.feature_encoder.parameters()]
+    head_before = [p.detach().clone() for p in model.encoder.parameters()]
+    running_mean = model.encoder.input_norm.running_mean.clone()
+    settings = FinetuneSettings(epochs=2, batch_size=1, learning_rate=2e-5, validation_fraction=0, seed=1)
+    run = train(model, prepared[:5], settings=settings, verbose=False)  # one window each
+    assert run.train_loss_after < run.train_loss_before
+    assert [entry["loss"] for entry in run.log_history if "loss" in entry]  # Trainer logged its training loss
+    assert all(torch.equal(a, b) for a, b in zip(conv_before, model.feature_encoder.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(head_before, model.encoder.parameters()))
+    assert torch.equal(model.encoder.input_norm.running_mean, running_mean)  # batch norms at running statistics
+
+
+def test_a_tiny_set_can_be_overfitted(base_model, prepared):
+    model = fresh(base_model)
+    tiny = [prepared[i] for i in (0, 1, 3)]  # one window each; MOS 1.4, 2.3, 4.3
+    settings = FinetuneSettings(epochs=6, batch_size=1, learning_rate=2e-5, validation_fraction=0, seed=0)
+    run = train(model, tiny, settings=settings, verbose=False)
+    assert run.train_loss_before > 0.1
+    assert run.train_loss_after < min(0.05, run.train_loss_before / 7), run
+    scores = predict(DistillMOSClipRegressor(model), tiny)
+    assert scores == pytest.approx([c.clip.target for c in tiny], abs=0.35)
+
+
+def test_early_stopping_on_a_validation_split_restores_the_best_epoch(base_model, prepared):
+    model = fresh(base_model)
+    settings = FinetuneSettings(epochs=3, batch_size=4, learning_rate=1e-4, seed=0, early_stopping_patience=1)
+    validation = prepared[4:6]
+    run = train(model, prepared[:4], validation, settings=settings, verbose=False)
+    evaluations = [entry["eval_loss"] for entry in run.log_history if "eval_loss" in entry]
+    assert evaluations and run.best_validation_loss == pytest.approx(min(evaluations))
+    regressor = DistillMOSClipRegressor(model)
+    restored = predict(regressor, validation)
+    mse = sum((p - c.clip.target) ** 2 for p, c in zip(restored, validation)) / len(validation)
+    assert mse == pytest.approx(run.best_validation_loss, rel=1e-4, abs=1e-6)
+
+
+# --- folds ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_grouped_folds_never_share_a_group(seed):
+    rng = random.Random(seed)
+    groups = [f"stimulus{rng.randrange(23)}" for _ in range(128)]
+    folds = grouped_folds(groups, 5, seed)
+    assert sorted(i for fold in folds for i in fold) == list(range(128))  # every row tested exactly once
+    owners = {}
+    for number, fold in enumerate(folds):
+        for row in fold:
+            assert owners.setdefault(groups[row], number) == number
+    sizes = [len(f) for f in folds]
+    assert max(sizes) - min(sizes) <= max(groups.count(g) for g in set(groups))
+    train_rows, validation_rows = grouped_holdout(groups, 0.2, seed)
+    assert not {groups[i] for i in train_rows} & {groups[i] for i in validation_rows}
+    assert validation_rows and sorted(train_rows + validation_rows) == list(range(128))
+
+
+def test_grouped_folds_refuse_fewer_groups_than_folds():
+    with pytest.raises(ValueError, match="at least 3 groups, but there are 2"):
+        grouped_folds(["a", "a", "b", "b"], 3, 0)
+
+
+def test_cross_validation_is_grouped_and_the_same_seed_gives_the_same_figures(base_model, prepared):
+    clips = prepared[:2] + prepared[5:7] + prepared[10:12]  # 3 groups of 2: GenSpeech dir1, dir3, TCD-VoIP MK
+    settings = FinetuneSettings(epochs=1, batch_size=2, learning_rate=1e-4, validation_fraction=0, seed=7)
+    model = fresh(base_model)
+    first = cross_validate(model, clips, 3, settings, verbose=False)
+    second = cross_validate(model, clips, 3, settings, verbose=False)
+    groups = [c.clip.group for c in clips]
+    for fold in range(3):
+        test_groups = {g for g, f in zip(groups, first.fold_of) if f == fold}
+        train_groups = {g for g, f in zip(groups, first.fold_of) if f != fold}
+        assert test_groups and not test_groups & train_groups
+    assert first.fold_of == second.fold_of
+    np.testing.assert_allclose(first.predictions, second.predictions, atol=1e-6, rtol=0)
+    # the baseline is the released model on the same clips, and cross-validation leaves the model as it found it
+    released = predict(DistillMOSClipRegressor(base_model), clips)
+    np.testing.assert_allclose(first.baseline, released, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(predict(DistillMOSClipRegressor(model), clips), released, atol=1e-6, rtol=0)
+    assert max(abs(a - b) for a, b in zip(first.predictions, first.baseline)) > 1e-4  # it did train
+
+
+# --- labels -----------------------------------------------------------------------------------------------------
+
+
+def test_bad_rows_are_reported_by_name_and_lose_no_other_row(tmp_path, base_model, feature_extractor):
+    good = rated_rows()[:4]
+    rows = good + [
+        {"file": str(tmp_path / "missing.wav"), "mos": 3.0, "group": "g9"},
+        {"file": good[0]["file"], "mos": "nan", "group": "g9"},
+        {"file": good[1]["file"], "mos": 7, "group": "g9"},
+        {"file": good[2]["file"], "mos": "good", "group": "g9"},
+        {"file": good[3]["file"], "mos": 2.0, "group": ""},
+        {"file": good[0]["file"], "mos": 4.0, "group": "lonely"},
+        {"file": good[1]["file"], "mos": "", "group": "g9"},  # unrated (e.g. a hidden reference): skipped, counted
+    ]
+    labels = load_labels(write_csv(tmp_path / "labels.csv", rows), group_column="group")
+    assert labels.n_unrated == 1
+    assert [c.label for c in labels.clips] == [r["mos"] for r in good] + [3.0, 4.0]
+    problems = {(i.item, i.level): i.problem for i in labels.issues}
+    name = lambda i: rows[i]["file"]  # noqa: E731
+    assert "nan" in problems[(name(5), "error")].lower()
+    assert "outside the scale 1..5" in problems[(name(6), "error")] and "--label-range" in problems[(name(6), "error")]
+    assert "not a number" in problems[(name(7), "error")]
+    assert "no value in the group column 'group'" in problems[(name(8), "error")]
+    assert "only file of group 'lonely'" in problems[(name(9), "warning")]
+    ready, decode_issues = prepare_clips(base_model, feature_extractor, labels.clips)
+    assert [i.item for i in decode_issues] == [name(4)] and "no such file" in decode_issues[0].problem
+    assert [c.clip.label for c in ready] == [r["mos"] for r in good] + [4.0]
+
+
+def test_label_range_maps_other_scales_onto_the_mos_range(tmp_path):
+    to_mos = label_mapper((0, 100), 1.0, 5.0)
+    assert (to_mos(0), to_mos(50), to_mos(100)) == (1.0, 3.0, 5.0)
+    rows = [{"file": r["file"], "mos": (r["mos"] - 1) * 25} for r in rated_rows()[:3]] + [
+        {"file": rated_rows()[3]["file"], "mos": 101}]
+    labels = load_labels(write_csv(tmp_path / "m.csv", rows, ("file", "mos")), label_range=(0, 100))
+    assert [c.target for c in labels.clips] == pytest.approx([r["mos"] for r in rated_rows()[:3]])
+    assert len(labels.issues) == 1 and "outside the scale 0..100" in labels.issues[0].problem
+
+
+def test_label_sources_of_the_benchmark_read_the_same_rows(tmp_path):
+    """A save_to_disk folder and an audiofolder give the rows the CSV gives."""
+    datasets = pytest.importorskip("datasets")
+    rows = rated_rows()[:3]
+    from_csv = load_labels(write_csv(tmp_path / "l.csv", rows), group_column="group")
+    saved = datasets.Dataset.from_dict(
+        {"audio": [r["file"] for r in rows], "mos": [r["mos"] for r in rows], "group": [r["group"] for r in rows]}
+    ).cast_column("audio", datasets.Audio())
+    saved.save_to_disk(str(tmp_path / "saved"))
+    from_saved = load_labels(str(tmp_path / "saved"), group_column="group")
+    folder = tmp_path / "audiofolder"
+    folder.mkdir()
+    for index, row in enumerate(rows):
+        (folder / f"clip{index}.wav").write_bytes(Path(row["file"]).read_bytes())
+    write_csv(folder / "metadata.csv", [{"file_name": f"clip{i}.wav", "mos": r["mos"], "group": r["group"]}
+                                        for i, r in enumerate(rows)], ("file_name", "mos", "group"))
+    from_folder = load_labels(str(folder), group_column="group")
+    for loaded in (from_saved, from_folder):
+        assert [(c.label, c.group) for c in loaded.clips] == [(c.label, c.group) for c in from_csv.clips]
+        assert not loaded.issues
+
+
+# --- the command line and the saved model ----------------------------------------------------------------------
+
+
+def test_cli_cross_validation_writes_results_with_the_released_models_figures(tmp_path, capsys):
+    from distill_mos import DistillMOSScorer
+    from distill_mos.finetune import agreement
+
+    rows = [r for i, r in enumerate(rated_rows()) if i in (0, 1, 2, 5, 6, 10, 11)]  # 3 groups
+    labels_csv = write_csv(tmp_path / "labels.csv", rows + [{"file": str(tmp_path / "gone.wav"), "mos": 2, "group": "x"}])
+    status = finetune_main(["--labels", str(labels_csv), "--output-dir", str(tmp_path / "run"), "--cv", "3",
+                            "--group-column", "group", "--epochs", "1", "--validation-fraction", "0", "--quiet"])
+    captured = capsys.readouterr()
+    assert status == 1 and "gone.wav: no such file" in captured.err  # reported, and the other 7 rows were used
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["n"] == 7 and results["k"] == 3
+    assert set(results["baseline"]) == set(results["cv"]) == {"pcc", "srcc", "ktau", "rmse"}
+    assert [s["item"] for s in results["skipped"]] == [str(tmp_path / "gone.wav")]
+    scorer = DistillMOSScorer.from_pretrained(str(ROOT), device="cpu")
+    released = [r.mos for r in scorer.score_files([r["file"] for r in rows])]
+    expected = agreement(released, [r["mos"] for r in rows], mos_scale=True)
+    for key in ("pcc", "srcc", "ktau", "rmse"):
+        assert results["baseline"][key] == pytest.approx(expected[key], abs=1e-4)
+    assert "fine-tuned, out of fold" in captured.out
+    with open(tmp_path / "run" / "cv_predictions.csv", newline="") as handle:
+        predictions = list(csv.DictReader(handle))
+    folds = {}
+    for row in predictions:
+        folds.setdefault(row["group"], set()).add(row["fold"])
+    assert len(predictions) == 7 and all(len(f) == 1 for f in folds.values())
+
+
+def test_cli_reports_bad_usage_without_a_traceback(tmp_path, capsys):
+    status = finetune_main(["--labels", str(GENSPEECH / "labels.csv"), "--output-dir", str(tmp_path),
+                            "--group-column", "no_such_column", "--quiet"])
+    assert status == 2 and "no column 'no_such_column'" in capsys.readouterr().err
+
+
+def test_saved_model_is_a_complete_repository_that_scores_as_in_memory(tmp_path, monkeypatch, capsys):
+    rows = rated_rows()[:3] + rated_rows()[10:12]
+    result = finetune(write_csv(tmp_path / "labels.csv", rows, ("file", "mos")), tmp_path / "run",
+                      settings=FinetuneSettings(epochs=1, batch_size=5, validation_fraction=0, learning_rate=3e-4),
+                      verbose=False)
+    folder = result.model_dir
+    assert folder == tmp_path / "run" / "model"
+    root_config = json.loads((ROOT / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
+    for key in ("auto_map", "custom_pipelines"):
+        assert config.get(key) == root_config.get(key)
+    for name in ("configuration_distillmos.py", "modeling_distillmos.py", "feature_extraction_distillmos.py",
+                 "pipeline_distillmos.py"):
+        if (ROOT / name).is_file():
+            assert (folder / name).read_bytes() == (ROOT / name).read_bytes()
+    assert (folder / "model.safetensors").stat().st_size > 1_000_000
+    assert json.loads((folder / "preprocessor_config.json").read_text())["sampling_rate"] == 16000
+    card = (folder / "README.md").read_text()
+    assert "base_model:" in card and str(tmp_path / "labels.csv") in card and "5 rated clips" in card
+
+    files = [r["file"] for r in rows[:2]]
+    waveforms = [_decoded(f) for f in files]
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    auto_model = AutoModel.from_pretrained(str(folder), trust_remote_code=True).eval()
+    auto_extractor = AutoFeatureExtractor.from_pretrained(str(folder), trust_remote_code=True)
+    from feature_extraction_distillmos import DistillMOSFeatureExtractor
+
+    extractor = DistillMOSFeatureExtractor.from_pretrained(str(ROOT))
+    with torch.inference_mode():
+        for waveform, sampling_rate in waveforms:
+            in_memory = result.model(**extractor(waveform, sampling_rate=sampling_rate, return_tensors="pt")).mos
+            reloaded = auto_model(**auto_extractor(waveform, sampling_rate=sampling_rate, return_tensors="pt")).mos
+            torch.testing.assert_close(reloaded, in_memory, atol=1e-6, rtol=0)
+
+    from distill_mos import DistillMOSScorer
+
+    scorer = DistillMOSScorer.from_pretrained(str(folder), device="cpu")
+    tuned = [r.mos for r in scorer.score_files(files)]
+    released = [r.mos for r in DistillMOSScorer.from_pretrained(str(ROOT), device="cpu").score_files(files)]
+    assert max(abs(a - b) for a, b in zip(tuned, released)) > 1e-3  # the trained weights were saved, not the base
+    with torch.inference_mode():
+        expected = [float(result.model(**extractor(w, sampling_rate=s, return_tensors="pt")).mos) for w, s in waveforms]
+    assert tuned == pytest.approx(expected, abs=1e-6)
+
+    from distill_mos.cli import main as cli_main
+
+    capsys.readouterr()
+    assert cli_main(["--model", str(folder), files[0]]) == 0
+    out_rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert float(out_rows[0]["mos"]) == pytest.approx(tuned[0], abs=1e-4)
+
+    from distill_mos.scorer import default_model_location
+
+    monkeypatch.setenv("DISTILL_MOS_MODEL", str(folder))  # what the Space (and the CLI without --model) loads
+    monkeypatch.delenv("DISTILL_MOS_SPACE_MODEL", raising=False)
+    assert default_model_location() == str(folder)
+
+    if "custom_pipelines" in root_config:
+        from transformers import pipeline
+
+        task = next(iter(root_config["custom_pipelines"]))
+        scorer_pipeline = pipeline(task, model=str(folder), trust_remote_code=True)
+        output = scorer_pipeline(files[0])
+        output = output[0] if isinstance(output, list) else output
+        assert output["mos"] == pytest.approx(tuned[0], abs=1e-4)
+
+
+def test_model_card_quotes_the_cross_validated_figures_beside_the_released_model():
+    cv = {"n": 128, "k": 5, "group_column": "stimulus",
+          "baseline": {"pcc": 0.39, "srcc": 0.35, "ktau": 0.25, "rmse": None},
+          "cv": {"pcc": 0.73, "srcc": 0.64, "ktau": 0.47, "rmse": None}}
+    card = model_card(base_model="distill-mos/distill-mos-v7", data_name="codec-mushra.csv", n_clips=128,
+                      n_train=110, n_validation=18, label_range=(0, 100), settings={"epochs": 10}, cv_results=cv)
+    assert "base_model: distill-mos/distill-mos-v7" in card
+    assert "codec-mushra.csv" in card and "128 rated clips" in card and "0..100" in card
+    assert "| released Distill-MOS v7 | 128 | 0.390 | 0.350 | 0.250 | n/a |" in card
+    assert "| fine-tuned (out of fold) | 128 | 0.730 | 0.640 | 0.470 | n/a |" in card
+    assert "grouped by `stimulus`" in card
+    no_cv = model_card(base_model="x", data_name="d", n_clips=3, n_train=3, n_validation=0, label_range=None,
+                       settings={}, cv_results=None)
+    assert "Not cross-validated" in no_cv
