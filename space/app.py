@@ -1,8 +1,10 @@
 """
-Distill-MOS Gradio Space: score the speech quality (MOS 1..5) of uploaded or recorded audio.
+Distill-MOS Gradio Space: score the speech quality (MOS 1..5) of uploaded or recorded audio: one clip (with its
+per-window curve), several files (a table and a CSV) or two clips compared. API: /predict, /compare, /score_many.
 
 Run from the repository checkout:   python space/app.py          (http://127.0.0.1:7860)
 Import without launching:          from app import build_demo; demo = build_demo(scorer)
+Build the Space repository:         python space/build_space.py out/space   (layout: space/README.md)
 
 Decoding, resampling and scoring go through the `distill_mos` library (`DistillMOSScorer.prepare_file` and
 `score_prepared`, the same path as the `distill-mos` command line tool); this file only adds the page, the limits
@@ -322,7 +324,7 @@ def _sentence(text: str) -> str:
 
 
 def window_centres(result: FileScore) -> list[float]:
-    """Centre time (seconds) of each scored window; a clip shorter than a window has its one window's centre mid-clip."""
+    """Centre time (seconds) of each scored window; a clip shorter than a window has its window's centre mid-clip."""
     width = min(WINDOW_SECONDS, result.duration or WINDOW_SECONDS)
     return [start + width / 2 for start in result.window_starts]
 
@@ -444,7 +446,8 @@ def result_plot(result: FileScore) -> str | None:
     """The one-clip plot (SVG), or None when there is nothing to plot (one window, silent audio, no score)."""
     if not result.ok or len(result.window_scores) < 2 or _is_silent(result):
         return None
-    return window_plot_svg([Series(Path(result.path).name, window_centres(result), result.window_scores)], result.duration)
+    series = Series(Path(result.path).name, window_centres(result), result.window_scores)
+    return window_plot_svg([series], result.duration)
 
 
 def details(result: FileScore, example: Example | None = None) -> dict:
@@ -563,7 +566,7 @@ class Handlers:
         return result_a, result_b
 
     def compare(self, clip_a: str | None, clip_b: str | None):
-        """Two clips -> (comparison Markdown, both per-window curves (gr.HTML update), comparison JSON). Never raises."""
+        """Two clips -> (comparison Markdown, both window curves (gr.HTML update), comparison JSON). Never raises."""
         hidden_plot = gr.HTML(value="", visible=False)
         if not clip_a or not clip_b:
             return "Give two clips, **A** and **B**, then press **Compare**.", hidden_plot, None
@@ -571,13 +574,14 @@ class Handlers:
             result_a, result_b = self._score_pair(clip_a, clip_b)
         except Exception as error:  # noqa: BLE001
             logger.exception("unexpected error while comparing")
-            return f"### ⚠️ Could not compare these clips\n\nUnexpected error ({type(error).__name__}).", hidden_plot, None
+            message = f"### ⚠️ Could not compare these clips\n\nUnexpected error ({type(error).__name__})."
+            return message, hidden_plot, None
         svg = compare_plot(result_a, result_b)
         plot = gr.HTML(value=svg, visible=True) if svg else hidden_plot
         return compare_markdown(result_a, result_b), plot, comparison(result_a, result_b)
 
     def compare_api(self, clip_a: str | None, clip_b: str | None) -> dict:
-        """The `/compare` endpoint: `comparison(...)`; a clip that cannot be scored raises gr.Error naming it (A or B)."""
+        """The `/compare` endpoint: `comparison(...)`; a clip that cannot be scored raises gr.Error naming it."""
         if not clip_a or not clip_b:
             raise gr.Error("give two audio files, clip_a and clip_b", print_exception=False)
         try:
@@ -587,7 +591,8 @@ class Handlers:
             raise gr.Error(f"Unexpected error ({type(error).__name__}).", print_exception=False) from None
         for name, result in (("A", result_a), ("B", result_b)):
             if result.error:
-                raise gr.Error(f"Clip {name} ({Path(result.path).name}): {_sentence(result.error)}", print_exception=False)
+                reason = f"Clip {name} ({Path(result.path).name}): {_sentence(result.error)}"
+                raise gr.Error(reason, print_exception=False)
         return comparison(result_a, result_b)
 
     def score_many(self, paths: list[str] | None):

@@ -6,7 +6,6 @@ CSV box, DISTILL_MOS_DTYPE.
 
 import re
 
-import gradio as gr
 import numpy as np
 import pytest
 import soundfile
