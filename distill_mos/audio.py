@@ -140,6 +140,31 @@ def wav_header_duration(head: bytes) -> float | None:
     return None
 
 
+def probe_duration(path: str | Path) -> float | None:
+    """
+    The length in seconds a file's header announces, without decoding it; None when the header does not say (a FLAC
+    written to a pipe, for which libsndfile reports 2**63 - 1 frames, i.e. "5.8e14 s"), or the file is unreadable.
+    For limits checked before decoding (the Space's maximum duration); `load_audio` measures the decoded length.
+    """
+    try:
+        import soundfile
+
+        info = soundfile.info(str(path))
+        if info.samplerate > 0 and 0 < info.frames < _UNKNOWN_FRAMES:
+            return info.frames / info.samplerate
+        if info.samplerate > 0:
+            return None  # a libsndfile format whose header gives no length: do not ask FFmpeg to guess
+    except Exception:  # noqa: BLE001 - not a libsndfile format: FFmpeg's header below
+        pass
+    try:
+        from torchcodec.decoders import AudioDecoder
+
+        duration = AudioDecoder(str(path)).metadata.duration_seconds_from_header
+        return float(duration) if duration else None
+    except Exception:  # noqa: BLE001 - unreadable: the decoder reports it properly later
+        return None
+
+
 def _read_head(source: Path | io.BytesIO, size: int = 1 << 16) -> bytes:
     if isinstance(source, io.BytesIO):
         return source.getbuffer()[:size].tobytes()

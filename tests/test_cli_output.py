@@ -17,7 +17,7 @@ import pytest
 import soundfile
 from conftest import GENSPEECH, ROOT
 
-from distill_mos.audio import SHORT_CLIP_WARNING, SILENT_WARNING, TRUNCATED_WARNING, load_audio
+from distill_mos.audio import SHORT_CLIP_WARNING, SILENT_WARNING, TRUNCATED_WARNING, load_audio, probe_duration
 from distill_mos.cli import main
 
 DIR3 = GENSPEECH / "audio/LPCNet_listening_test/mfall/dir3"
@@ -166,6 +166,9 @@ def test_header_lengths_are_checked_but_not_trusted(odd_files):
     truncated = load_audio(odd_files / "truncated.wav")
     assert truncated.declared_duration == pytest.approx(7.8) and truncated.waveform.shape == (500,)
     assert load_audio(DIR3 / "opus.wav").warning is None
+    # before decoding (the Space's duration limit): "unknown", never 2**63 - 1 frames = 5.8e14 s
+    assert probe_duration(odd_files / "nolength.flac") is None
+    assert probe_duration(DIR3 / "opus.wav") == pytest.approx(7.8)
 
 
 # --- issue 10, point 4: every path found yields a row ---------------------------------------------------------------
