@@ -13,10 +13,10 @@ import pytest
 import soundfile
 from scipy import stats
 
-from conftest import GENSPEECH, ROOT, TCDVOIP, original_file_score
+from conftest import GENSPEECH, ROOT, TCDVOIP, original_file_score, require_module
 
-pytest.importorskip("evaluate")
-datasets = pytest.importorskip("datasets")
+require_module("evaluate")
+datasets = require_module("datasets")
 
 EVAL = ROOT / "eval"
 OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
@@ -158,7 +158,7 @@ def _resampled(path, rate):
 
 def test_benchmark_cli_on_stereo_24k_float_and_mushra_labels(tmp_path, scorer, original_model, capsys):
     """Stereo 24 kHz float32, mono 48 kHz float64 and 24-bit 24 kHz WAVs; a missing file; an unrated row; 0..100
-    labels. Each file gets the score the scorer gives the same file (and the original CLI, to 1e-3)."""
+    labels. Each file gets the score the scorer gives the same file (and the original CLI, to 1e-4)."""
     clips = GENSPEECH / "audio" / "LPCNet_listening_test" / "mfall" / "dir1"
     audio = tmp_path / "set" / "wav"
     audio.mkdir(parents=True)
@@ -192,7 +192,8 @@ def test_benchmark_cli_on_stereo_24k_float_and_mushra_labels(tmp_path, scorer, o
     reference = {f"wav/{r.path.split('/')[-1]}": r.mos for r in scorer.score_files(files)}
     for file, score in ours.items():
         assert score == pytest.approx(reference[file], abs=1e-5), file
-        assert score == pytest.approx(original_file_score(original_model, tmp_path / "set" / file), abs=1e-3), file
+        # the original CLI's path on the same file: measured max |delta| 9.5e-7 (AMD EPYC); 1e-4 is the documented parity
+        assert score == pytest.approx(original_file_score(original_model, tmp_path / "set" / file), abs=1e-4), file
     # stereo: the first channel is scored (as the original CLI), not the mix or the other channel
     right_only = scorer.score_array(right[:n], 24000).mos
     assert abs(ours["wav/stereo_24k_float.wav"] - right_only) > 0.5
@@ -285,9 +286,9 @@ def test_unreachable_hub_id_is_a_clean_error(tmp_path, capsys):
 
 
 def test_dnsmos_peer_column(tmp_path, scorer):
-    pytest.importorskip("speechmos")
-    pytest.importorskip("librosa")
-    pytest.importorskip("onnxruntime")
+    require_module("speechmos", "the DNSMOS peer (in the test extra)")
+    require_module("librosa", "needed by speechmos (in the test extra)")
+    require_module("onnxruntime", "needed by speechmos (in the test extra)")
     from speechmos import dnsmos
 
     # 2.3 s clips: DNSMOS tiles them to 9.2 s, one 9.01 s window each (keeps the test short)

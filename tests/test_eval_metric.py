@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import ROOT
+from conftest import ROOT, require_module
 
-evaluate = pytest.importorskip("evaluate")
+evaluate = require_module("evaluate")
 
 
 @pytest.fixture(scope="module")

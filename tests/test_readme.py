@@ -149,3 +149,28 @@ def test_evaluation_table_dnsmos_rows(name):
     cells = _evaluation_rows()[(name, "DNSMOS P.808 / P.835")]
     _check_row(cells, [_figures(p808, human), _figures(p835, human)], len(rows),
                f"{paper['DNSMOS P.808'][name]} / {paper['DNSMOS P.835'][name]}")
+
+
+def test_model_lookup_order_is_documented():
+    """The order `tests/test_api.py::test_model_lookup_order_is_the_documented_one` and
+    `tests/test_space_app.py::test_space_model_lookup_order` check is the one README.md states."""
+    text = " ".join(README.split())
+    assert ("`from_pretrained()` without a location takes the model files from `$DISTILL_MOS_MODEL`, else from this "
+            "checkout, else from the copy `pip install` put in `<prefix>/share/distill-mos`, else from the Hub id "
+            "`distill-mos/distill-mos-v7`.") in text
+    assert "it loads the model from `DISTILL_MOS_SPACE_MODEL`, else from where `from_pretrained()` looks" in text
+
+
+def test_memory_figures_are_the_committed_benchmark_results():
+    """README's peak-memory figures are those of bench/results/*.json, which name the machine they were measured on."""
+    import json
+
+    results = {}
+    for name in ("benchmark_b_60s", "benchmark_e_1h"):
+        record = json.loads((ROOT / "bench" / "results" / f"{name}.json").read_text())
+        assert record["machine"]["cpu_model"] and record["machine"]["logical_cpus"] >= 1
+        results.update(record["figures"])
+    text = " ".join(README.split())
+    ours, original = results["b/exact"]["peak_mb"] / 1000, results["b/original"]["peak_mb"] / 1000
+    assert f"Memory: {ours:.1f} GB instead of {original:.1f} GB on a 60 s clip" in text
+    assert f"peak {results['e/fast']['peak_mb'] / 1000:.1f} GB" in text
