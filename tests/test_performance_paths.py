@@ -188,13 +188,15 @@ def test_half_needs_cuda(model, feature_extractor):
 @pytest.mark.cuda  # the only test allowed to skip in CI (tests/conftest.py)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_paths(feature_extractor, clips, original_scores):
-    """float32 on CUDA matches the original; float16 autocast stays within 0.05 MOS."""
+    """float32 on CUDA matches the original (TF32 off); float16 autocast stays close. Measured on an NVIDIA H200
+    (bench/results/gpu_h200.json, 20 clips): float32 max |delta| 5.5e-6, float16 max 1.9e-3 MOS; the bounds are the
+    documented parity (1e-4) and 5x the float16 figure for other GPUs."""
     from distill_mos import DistillMOSScorer
     from modeling_distillmos import DistillMOSModel
     from conftest import ROOT
 
     gpu_model = DistillMOSModel.from_pretrained(str(ROOT)).to("cuda").eval()
-    for half, tolerance in ((False, 1e-3), (True, 0.05)):
+    for half, tolerance in ((False, 1e-4), (True, 0.01)):
         scorer = DistillMOSScorer(gpu_model, feature_extractor, half=half)
         for name, x in clips.items():
             assert abs(scorer.score_array(x[0].numpy(), 16000).mos - original_scores[name]) <= tolerance, (half, name)
