@@ -154,7 +154,7 @@ def test_add_mos_column_scores_a_dataset_like_the_files(scorer, audio_dataset):
     assert scored.column_names == ["audio", "path", "mos", "mos_error"]
     for path, mos, error in zip(scored["path"], scored["mos"], scored["mos_error"]):
         assert error is None
-        assert mos == pytest.approx(expected[path], abs=1e-4), path
+        assert mos == pytest.approx(expected[path], abs=1e-5), path  # same decode route: measured 0
 
 
 def test_add_mos_column_with_windows_and_other_names(scorer, audio_dataset):
