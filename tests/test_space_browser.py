@@ -2,7 +2,8 @@
 The Space in a real browser: starts the app on 127.0.0.1 and drives it with Playwright in headless Debian Chromium
 (upload a GenSpeech clip, upload a corrupt file, record from the fake microphone), then saves a screenshot; reads the
 per-window plot back from the page after successive uploads of different lengths and compares its points with the
-`/predict` API's window scores; compares two clips on the Compare tab against `/compare`.
+`/predict` API's window scores; compares two clips on the Compare tab against `/compare`; scores a .webm, a .wav and
+a text file on the "Several files" tab (one row each) and sees the CSV box appear only then.
 
 Needs the `playwright` Python package and a `chromium` binary on PATH (Debian's; never `playwright install`).
 Without them the test is skipped, unless DISTILL_MOS_REQUIRE_BROWSER=1 (CI), where it fails instead.
@@ -272,3 +273,38 @@ def test_compare_tab(served, clips_of_two_lengths, tmp_path):  # noqa: F811
         drawn = read_plot(page, "#compare-plot")
         assert max(t for t, _ in drawn[f"B: {long.name}"]) > 20 > max(t for t, _ in drawn[f"A: {short.name}"])
         page.screenshot(path=str(tmp_path / "space_compare.png"), full_page=True)
+
+
+def test_several_files_tab(served, scorer, tmp_path):  # noqa: F811
+    """Issue 11.2 and 11.3 in the page: a .webm and a text file among the uploads each get their own row; the
+    "Download CSV" box is absent until there is a CSV."""
+    import torch
+    from torchcodec.encoders import AudioEncoder
+
+    speech, rate = soundfile.read(CLIP, dtype="float32")
+    webm = tmp_path / "speech.webm"
+    AudioEncoder(torch.from_numpy(speech)[None], sample_rate=rate).to_file(str(webm))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not audio\n")
+    expected = list(scorer.score_files([webm, CLIP, notes]))
+    with _page(served) as page:
+        page.get_by_role("tab", name="Several files").click()
+        page.locator("#files-input").wait_for(timeout=10_000)
+        assert not page.locator("#batch-csv").is_visible()
+        page.locator("#files-input input[type=file]").set_input_files([str(webm), str(CLIP), str(notes)])
+        page.wait_for_function(  # uploaded: the list shows each name (as stem and extension)
+            "() => ['speech', 'opus', 'notes', '.txt'].every(t => document.querySelector('#files-input').textContent"
+            ".includes(t))", timeout=30_000,
+        )
+        page.locator("#score-all-button").click()
+        page.wait_for_function(
+            "() => document.querySelector('#batch-status').innerText.includes('Scored')", timeout=SCORE_TIMEOUT_MS
+        )
+        assert "Scored 2 of 3 file(s)." in page.locator("#batch-status").inner_text()
+        table = page.locator("#batch-table").inner_text()
+        for result in expected[:2]:
+            assert f"{result.mos:.2f}" in table
+        assert "speech.webm" in table and "notes.txt" in table and "not a readable audio file" in table
+        page.locator("#batch-csv").wait_for(state="visible", timeout=10_000)
+        assert re.search(r"distill-mos-scores\s*\.csv", page.locator("#batch-csv").text_content())
+        page.screenshot(path=str(tmp_path / "space_several.png"), full_page=True)
