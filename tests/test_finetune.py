@@ -31,6 +31,7 @@ from distill_mos.finetune.model import (  # noqa: E402
     DistillMOSClipRegressor,
     WindowCollator,
     clip_windows,
+    decode_clip,
     encode_windows,
     predict,
     prepare_clips,
@@ -124,6 +125,54 @@ def _decoded(path):
 
     decoded = load_audio(path)
     return decoded.waveform, decoded.sampling_rate
+
+
+@pytest.mark.slow  # a backward pass through the convolutions: seconds per window on 2 cores
+def test_train_all_path_is_the_models_window_score_and_trains_the_convolutions(base_model, feature_extractor):
+    model = fresh(base_model)
+    clip = LabelledClip("lpcnu.wav", 4.19, 4.19, rated_rows()[4]["file"])  # one window
+    ready, _ = prepare_clips(model, feature_extractor, [clip], cache_features=False)
+    windows = ready[0].inputs
+    assert windows.shape == (1, model.config.window_length)
+    regressor = DistillMOSClipRegressor(model, cached_features=False)
+    with torch.no_grad():
+        reference = model._score_window_batch(windows)
+        regressor.train()
+        torch.testing.assert_close(regressor.window_scores(windows), reference, atol=1e-5, rtol=0)
+    conv_before = model.feature_encoder.conv_layers[0].conv.weight.detach().clone()
+    settings = FinetuneSettings(epochs=1, batch_size=1, learning_rate=1e-5, validation_fraction=0, train_all=True)
+    run = train(model, ready, settings=settings, verbose=False)
+    assert run.epochs_run == 1
+    assert not torch.equal(model.feature_encoder.conv_layers[0].conv.weight, conv_before)
+
+
+def test_any_rate_and_channel_count_goes_through_the_scorers_decode_path(tmp_path, base_model, feature_extractor):
+    """A stereo 22.05 kHz file: the cached path scores it exactly as `DistillMOSScorer` scores the file."""
+    import soundfile
+    import torchaudio
+
+    waveform, rate = _decoded(rated_rows()[2]["file"])
+    left = torchaudio.functional.resample(torch.from_numpy(waveform), rate, 22050).numpy()
+    path = tmp_path / "stereo.flac"
+    soundfile.write(path, np.stack([left, 0.3 * left[::-1]], axis=1), 22050, subtype="PCM_24")
+    from distill_mos import DistillMOSScorer
+
+    expected = next(DistillMOSScorer(base_model, feature_extractor).score_files([path])).mos
+    ready, issues = prepare_clips(base_model, feature_extractor, [LabelledClip("stereo", 3.0, 3.0, str(path))])
+    assert not issues
+    assert predict(DistillMOSClipRegressor(base_model), ready)[0] == pytest.approx(expected, abs=1e-5)
+    for parameter in base_model.parameters():
+        parameter.requires_grad_(False)
+
+
+def test_a_hub_id_that_cannot_be_reached_offline_is_a_clear_error(monkeypatch):
+    pytest.importorskip("datasets")
+    from distill_mos.finetune import FinetuneError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(FinetuneError, match="no-such-user/no-such-listening-test"):
+        load_labels("no-such-user/no-such-listening-test")
 
 
 def test_collator_keeps_each_clips_windows_together(prepared):
@@ -260,7 +309,7 @@ def test_label_range_maps_other_scales_onto_the_mos_range(tmp_path):
     assert len(labels.issues) == 1 and "outside the scale 0..100" in labels.issues[0].problem
 
 
-def test_label_sources_of_the_benchmark_read_the_same_rows(tmp_path):
+def test_label_sources_of_the_benchmark_read_the_same_rows(tmp_path, feature_extractor):
     """A save_to_disk folder and an audiofolder give the rows the CSV gives."""
     datasets = pytest.importorskip("datasets")
     rows = rated_rows()[:3]
@@ -277,9 +326,12 @@ def test_label_sources_of_the_benchmark_read_the_same_rows(tmp_path):
     write_csv(folder / "metadata.csv", [{"file_name": f"clip{i}.wav", "mos": r["mos"], "group": r["group"]}
                                         for i, r in enumerate(rows)], ("file_name", "mos", "group"))
     from_folder = load_labels(str(folder), group_column="group")
+    expected = [decode_clip(c, feature_extractor) for c in from_csv.clips]
     for loaded in (from_saved, from_folder):
         assert [(c.label, c.group) for c in loaded.clips] == [(c.label, c.group) for c in from_csv.clips]
         assert not loaded.issues
+        for clip, waveform in zip(loaded.clips, expected):  # undecoded dataset audio, through the same decode path
+            np.testing.assert_array_equal(decode_clip(clip, feature_extractor), waveform)
 
 
 # --- the command line and the saved model ----------------------------------------------------------------------
@@ -375,7 +427,14 @@ def test_saved_model_is_a_complete_repository_that_scores_as_in_memory(tmp_path,
 
     monkeypatch.setenv("DISTILL_MOS_MODEL", str(folder))  # what the Space (and the CLI without --model) loads
     monkeypatch.delenv("DISTILL_MOS_SPACE_MODEL", raising=False)
+    monkeypatch.delenv("DISTILL_MOS_WINDOW_HOP", raising=False)
+    monkeypatch.setenv("DISTILL_MOS_DEVICE", "cpu")
     assert default_model_location() == str(folder)
+    space = _space_app()
+    if space is not None:
+        space_scorer = space.load_scorer()
+        assert space_scorer.model.name_or_path == str(folder)
+        assert next(space_scorer.score_files(files[:1])).mos == pytest.approx(tuned[0], abs=1e-6)
 
     if "custom_pipelines" in root_config:
         from transformers import pipeline
@@ -385,6 +444,24 @@ def test_saved_model_is_a_complete_repository_that_scores_as_in_memory(tmp_path,
         output = scorer_pipeline(files[0])
         output = output[0] if isinstance(output, list) else output
         assert output["mos"] == pytest.approx(tuned[0], abs=1e-4)
+
+
+def _space_app():
+    """space/app.py as a module (a script folder, not a package), or None without gradio."""
+    import importlib.util
+    import sys
+
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        return None
+    name = "distill_mos_space_app"  # the name tests/test_space_app.py loads it under: one copy per session
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "space" / "app.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def test_model_card_quotes_the_cross_validated_figures_beside_the_released_model():

@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         early_stopping_patience=args.patience, warmup=args.warmup, train_all=args.train_all,
     )
     channel = int(args.channel) if args.channel.isdigit() else args.channel
+    if args.quiet:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
     try:
         result = finetune(
             args.labels, args.output_dir, cv=args.cv, group_column=args.group_column,

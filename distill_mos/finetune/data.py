@@ -160,7 +160,7 @@ def load_labels(
             labelled.n_unrated += 1
             continue
         if problem is None and audio is None:
-            problem = "no audio file given (empty file cell)"
+            problem = "no audio given (empty file name or audio value)"
         if problem is None and not low <= label <= high:
             hint = "" if label_range is not None else " (labels on another scale need --label-range LOW HIGH, e.g. 0 100 for MUSHRA)"
             problem = f"label {label:g} is outside the scale {low:g}..{high:g}{hint}"

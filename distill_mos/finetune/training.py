@@ -79,11 +79,8 @@ class _EpochPrinter(TrainerCallback):
         self.prefix = prefix
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "train_runtime" in logs:
-            return
-        parts = [f"{key.removeprefix('eval_').replace('loss', 'validation loss') if key.startswith('eval_') else key} "
-                 f"{value:.4g}" for key, value in logs.items()
-                 if key in ("loss", "eval_loss") and isinstance(value, (int, float))]
+        names = {"loss": "loss", "eval_loss": "validation loss"}
+        parts = [f"{names[key]} {value:.4g}" for key, value in (logs or {}).items() if key in names]
         if parts:
             print(f"{self.prefix}epoch {state.epoch:.0f}: " + ", ".join(parts), flush=True)
 
@@ -239,6 +236,9 @@ def cross_validate(
             if verbose:
                 print(f"fold {number + 1}/{k}: {len(rest)} training clips ({len(validation_rows)} for validation), "
                       f"{len(test_rows)} test clips", flush=True)
+                if settings.validation_fraction > 0 and not validation_rows:
+                    print(f"  note: fewer than 3 groups to train on: no early stopping, {settings.epochs} epochs",
+                          flush=True)
             run = train(model, [clips[rest[i]] for i in train_rows], [clips[rest[i]] for i in validation_rows],
                         settings, verbose=verbose, prefix=f"  fold {number + 1} ")
             scores = predict(DistillMOSClipRegressor(model, cached_features=cached), [clips[i] for i in test_rows],
