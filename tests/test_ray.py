@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import GENSPEECH, ROOT
 
+# Keep the local instances small and quiet: no usage report, no dashboard (init_ray), no log deduplication pass.
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 pa = pytest.importorskip("pyarrow")
