@@ -160,3 +160,15 @@ def test_warnings_use_the_command_line_tools_wording(scorer, tmp_path):
     assert expected.warning != short_clip_warning(500 / 16000)  # the truncated file says so, not only "short"
     (short_result,) = scorer.score_files([short])
     assert short_result.warning == short_clip_warning(0.25)
+
+
+def test_dtype_setting_reaches_the_model(monkeypatch):
+    """Issue 12.1: DISTILL_MOS_DTYPE=bfloat16 loads the Space's model in bfloat16; unset, it stays float32."""
+    from conftest import ROOT
+
+    monkeypatch.setenv("DISTILL_MOS_SPACE_MODEL", str(ROOT))
+    monkeypatch.setenv("DISTILL_MOS_DEVICE", "cpu")
+    monkeypatch.setenv("DISTILL_MOS_DTYPE", "bfloat16")
+    assert app.load_scorer().model.dtype == torch.bfloat16
+    monkeypatch.delenv("DISTILL_MOS_DTYPE")
+    assert app.load_scorer().model.dtype == torch.float32
