@@ -11,7 +11,6 @@ Training uses the real model (cached convolutional features, 1-3 epochs) to stay
 import copy
 import csv
 import json
-import math
 import random
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, GENSPEECH, ROOT, TCDVOIP
+from conftest import GENSPEECH, ROOT, TCDVOIP
 
 pytest.importorskip("accelerate")  # Trainer needs it (the finetune extra)
 
@@ -342,7 +341,8 @@ def test_cli_cross_validation_writes_results_with_the_released_models_figures(tm
     from distill_mos.finetune import agreement
 
     rows = [r for i, r in enumerate(rated_rows()) if i in (0, 1, 2, 5, 6, 10, 11)]  # 3 groups
-    labels_csv = write_csv(tmp_path / "labels.csv", rows + [{"file": str(tmp_path / "gone.wav"), "mos": 2, "group": "x"}])
+    gone = {"file": str(tmp_path / "gone.wav"), "mos": 2, "group": "x"}
+    labels_csv = write_csv(tmp_path / "labels.csv", rows + [gone])
     status = finetune_main(["--labels", str(labels_csv), "--output-dir", str(tmp_path / "run"), "--cv", "3",
                             "--group-column", "group", "--epochs", "1", "--validation-fraction", "0", "--quiet"])
     captured = capsys.readouterr()

@@ -14,7 +14,16 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .data import FinetuneError, LabelledSet, RowIssue, grouped_folds, grouped_holdout, is_mos_scale, load_labels, mos_metric
+from .data import (
+    FinetuneError,
+    LabelledSet,
+    RowIssue,
+    grouped_folds,
+    grouped_holdout,
+    is_mos_scale,
+    load_labels,
+    mos_metric,
+)
 from .training import CrossValidation, FinetuneSettings, TrainingRun, cross_validate, train, train_with_validation
 
 __all__ = [
@@ -62,6 +71,15 @@ def agreement(predictions: list[float], labels: list[float], mos_scale: bool) ->
     """PCC, SRCC, KTAU and RMSE (None off the MOS scale) from eval/mos_metrics."""
     figures = mos_metric().compute(predictions=predictions, references=labels, mos_scale=mos_scale)
     return {key: figures[key] for key in FIGURES}
+
+
+def _pipeline_task() -> str | None:
+    """The task of the root config's `custom_pipelines` entry (what the saved repository copies), if any."""
+    from .export import code_folder
+
+    config = code_folder() / "config.json"
+    pipelines = json.loads(config.read_text()).get("custom_pipelines") if config.is_file() else None
+    return next(iter(pipelines), None) if pipelines else None
 
 
 def format_table(results: dict) -> str:
@@ -175,7 +193,8 @@ def finetune(
         with (output_dir / "cv_predictions.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["file", "label", "group", "fold", "released_model", "fine_tuned_out_of_fold"])
-            for clip, fold, base_score, score in zip(prepared, crossval.fold_of, crossval.baseline, crossval.predictions):
+            columns = zip(prepared, crossval.fold_of, crossval.baseline, crossval.predictions)
+            for clip, fold, base_score, score in columns:
                 writer.writerow([clip.clip.item, clip.clip.label, clip.clip.group or "", fold + 1,
                                  f"{base_score:.4f}", f"{score:.4f}"])
         if verbose:
@@ -194,7 +213,7 @@ def finetune(
     card = model_card(
         base_model=base, data_name=labelled.name, n_clips=len(prepared), n_train=run.n_train,
         n_validation=run.n_validation, label_range=label_range, cv_results=cv_results,
-        settings={k: v for k, v in asdict(settings).items()},
+        settings=asdict(settings), pipeline_task=_pipeline_task(),
     )
     save_model_repository(model, feature_extractor, model_dir, card)
     summary = {key: value for key, value in asdict(run).items() if key != "log_history"}

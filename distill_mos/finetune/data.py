@@ -109,8 +109,8 @@ def _load_eval_module(name: str, path: Path):
         return sys.modules[module_name]
     if not path.is_file():
         raise FinetuneError(
-            f"{path} is missing: fine-tuning uses the checkout's eval/ folder; run it from a git checkout "
-            "installed with `pip install -e \".[finetune]\"`."
+            f"{path} is missing: fine-tuning reads dataset sources and computes its figures with the checkout's eval/ "
+            "folder; run it from a git checkout installed with `pip install -e \".[eval]\" accelerate`."
         )
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
@@ -162,7 +162,8 @@ def load_labels(
         if problem is None and audio is None:
             problem = "no audio given (empty file name or audio value)"
         if problem is None and not low <= label <= high:
-            hint = "" if label_range is not None else " (labels on another scale need --label-range LOW HIGH, e.g. 0 100 for MUSHRA)"
+            hint = "" if label_range is not None else (
+                " (labels on another scale need --label-range LOW HIGH, e.g. 0 100 for MUSHRA)")
             problem = f"label {label:g} is outside the scale {low:g}..{high:g}{hint}"
         if problem is None and group_column is not None and (group is None or not str(group).strip()):
             problem = f"no value in the group column {group_column!r}"
@@ -199,7 +200,8 @@ def _csv_rows(path: Path, file_column: str, mos_column: str, group_column: str |
     for number, row in enumerate(table, start=2):  # line numbers as an editor shows them (header = line 1)
         name = (row[file_column] or "").strip()
         if not name:
-            rows.append((f"{path.name} line {number}", row[mos_column], None, row.get(group_column) if group_column else None))
+            group = row.get(group_column) if group_column else None
+            rows.append((f"{path.name} line {number}", row[mos_column], None, group))
             continue
         file = Path(name) if Path(name).is_absolute() else path.parent / name
         rows.append((name, row[mos_column], str(file), row.get(group_column) if group_column else None))

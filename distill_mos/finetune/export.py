@@ -84,10 +84,22 @@ def model_card(
     label_range: tuple[float, float] | None,
     settings: dict,
     cv_results: dict | None,
+    pipeline_task: str | None = None,
 ) -> str:
-    """The fine-tuned model's README.md: base model, data (name, size), cross-validated figures, how to use it."""
+    """
+    The fine-tuned model's README.md: base model, data (name, size), cross-validated figures (`cv_results`, the
+    content of a `--cv` run's results.json), how to use it (with `pipeline_task` when the repository has a pipeline).
+    """
     scale = "MOS 1..5" if label_range is None else f"{label_range[0]:g}..{label_range[1]:g}, mapped linearly onto 1..5"
-    hub_base = base_model if "/" in base_model and not Path(base_model).exists() else "distill-mos/distill-mos-v7"
+    local = Path(base_model).exists()
+    released = local and Path(base_model).resolve() == code_folder().resolve()  # this checkout: the released model
+    hub_base = "distill-mos/distill-mos-v7" if local else base_model
+    if not local:
+        origin = f"`{base_model}`"
+    elif released:
+        origin = f"`{hub_base}` (the released weights, from a local copy)"
+    else:
+        origin = f"the local model folder `{Path(base_model).name}`"
     lines = [
         "---",
         "license: mit",
@@ -103,7 +115,7 @@ def model_card(
         "",
         "# Distill-MOS, fine-tuned",
         "",
-        f"Distill-MOS v7 fine-tuned with `python -m distill_mos.finetune`, starting from `{base_model}`.",
+        f"Distill-MOS fine-tuned with `python -m distill_mos.finetune`, starting from {origin}.",
         "",
         "## Data",
         "",
@@ -152,7 +164,10 @@ def model_card(
         "feature_extractor = AutoFeatureExtractor.from_pretrained(\"path/to/this/folder\", trust_remote_code=True)",
         "```",
         "",
-        "or `distill-mos --model path/to/this/folder clips/`, `DistillMOSScorer.from_pretrained(\"path/to/this/folder\")`,",
+        *([f"or `pipeline(\"{pipeline_task}\", model=\"path/to/this/folder\", trust_remote_code=True)`,"]
+          if pipeline_task else []),
+        "or `distill-mos --model path/to/this/folder clips/`,",
+        "`DistillMOSScorer.from_pretrained(\"path/to/this/folder\")`,",
         "or the Space with `DISTILL_MOS_MODEL=path/to/this/folder`.",
         "",
         "## Licence",
