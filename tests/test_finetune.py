@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GENSPEECH, ROOT, TCDVOIP
+from conftest import GENSPEECH, ROOT, TCDVOIP, require_module
 
-pytest.importorskip("accelerate")  # Trainer needs it (the finetune extra)
+require_module("accelerate", "what transformers.Trainer needs (the test extra)")
 
 from distill_mos.finetune import FinetuneSettings, finetune, grouped_folds, grouped_holdout, load_labels  # noqa: E402
 from distill_mos.finetune.cli import main as finetune_main  # noqa: E402
@@ -165,7 +165,7 @@ def test_any_rate_and_channel_count_goes_through_the_scorers_decode_path(tmp_pat
 
 
 def test_a_hub_id_that_cannot_be_reached_offline_is_a_clear_error(monkeypatch):
-    pytest.importorskip("datasets")
+    require_module("datasets")
     from distill_mos.finetune import FinetuneError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -310,7 +310,7 @@ def test_label_range_maps_other_scales_onto_the_mos_range(tmp_path):
 
 def test_label_sources_of_the_benchmark_read_the_same_rows(tmp_path, feature_extractor):
     """A save_to_disk folder and an audiofolder give the rows the CSV gives."""
-    datasets = pytest.importorskip("datasets")
+    datasets = require_module("datasets")
     rows = rated_rows()[:3]
     from_csv = load_labels(write_csv(tmp_path / "l.csv", rows), group_column="group")
     saved = datasets.Dataset.from_dict(
