@@ -7,18 +7,29 @@ runtime and audio included) is comparable.
     python bench/benchmark.py                        # cases a-e (e: ours only)
     python bench/benchmark.py --cases e              # the one-hour clip alone: peak memory must stay under 2 GB
     python bench/benchmark.py --cases a b --impls original exact onnx --fast-hop 7.68
+    python bench/benchmark.py --precision                # CPU ISA + float32 / bfloat16 / float16 vs the original
+    python bench/benchmark.py --precision-deviation      # |dMOS| vs exact float32, PCC, change in human-MOS PCC
 
 Cases: (a) one 8 s clip, (b) one 60 s clip, (c) 32 clips of 8 s, (d) 100 clips of 1..20 s, (e) one one-hour clip.
 Inputs are speech: the bundled 16 kHz test clips (tests/data) end to end, each clip starting at a different offset.
 The original is run as its own CLI runs it: one clip per call, all windows of a clip in one batch.
 Per case: wall time (best of 5 runs for (a), of 2 for (b), else one run), audio seconds per wall second, peak memory, speed ratio vs the original, scores' max |delta| vs the
 original, and the network's achieved FLOP rate as a share of the machine's measured matrix-multiply rate.
+
+`--precision` (issue 12): prints the CPU's ISA features as torch and lscpu report them, whether it has native bfloat16
+and what `dtype="auto"` picks, then per dtype on (p16) 16 clips of 8 s, (p60) one 60 s clip and (p60h4) one 60 s clip
+with `--window-hop 4`: wall s per window, CPU s per window (process time: less sensitive to a shared machine), x the
+original, x exact float32, and mean / max |dMOS| and PCC against exact float32, all in one run with the original
+`distillmos`. `--precision-deviation`: the same deviations on every bundled clip and on synthetic lengths of 1-60 s,
+and the change in correlation with human MOS on the bundled GenSpeech and TCD-VoIP labels. Both write a JSON file to
+bench/results/ named after the CPU unless --json is given.
 """
 
 import argparse
 import json
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -39,6 +50,10 @@ CASES = {
 }
 IMPLS = ("original", "exact", "onnx", "fast")
 REPEATS = {"a": 5, "b": 2, "c": 1, "d": 1, "e": 1}
+# --precision: cases of issue 12 and the dtypes compared (all of ours are float32-spectrogram + network in the dtype)
+PRECISION_CASES = {"p16": "16 clips of 8 s", "p60": "one 60 s clip", "p60h4": "one 60 s clip, --window-hop 4"}
+PRECISIONS = ("float32", "bfloat16", "float16")
+PRECISION_REPEATS = {"p16": 2, "p60": 2, "p60h4": 3}
 
 
 def case_lengths(case: str) -> list[float]:
@@ -53,6 +68,10 @@ def case_lengths(case: str) -> list[float]:
         return [round(float(s), 3) for s in np.random.default_rng(0).uniform(1.0, 20.0, 100)]
     if case == "e":
         return [3600.0]
+    if case == "p16":
+        return [8.0] * 16
+    if case in ("p60", "p60h4"):
+        return [60.0]
     raise ValueError(case)
 
 
@@ -137,7 +156,9 @@ def worker(case: str, impl: str, fast_hop: float, device: str, half: bool) -> di
     else:
         from distill_mos import DistillMOSScorer
 
-        kwargs = {"window_hop": fast_hop} if impl == "fast" else {}
+        kwargs = {"window_hop": fast_hop} if impl == "fast" or case == "p60h4" else {}
+        if impl in PRECISIONS:
+            kwargs["dtype"] = impl
         backend = "onnx" if impl == "onnx" else "torch"
         scorer = DistillMOSScorer.from_pretrained(ROOT, device=device, backend=backend, half=half, **kwargs)
         scorer.score_arrays([clips[0][: WINDOW // 4]], RATE)  # warm-up (and, for onnx, the export if missing)
@@ -146,21 +167,27 @@ def worker(case: str, impl: str, fast_hop: float, device: str, half: bool) -> di
 
         hop = scorer.max_window_hop or HOP
         windows = sum(windows_of(len(c), hop) for c in clips)
-    wall = float("inf")
-    for _ in range(REPEATS[case]):  # best of a few on short cases: the machine may be shared
-        start = time.perf_counter()
+    wall = cpu = float("inf")
+    repeats = PRECISION_REPEATS.get(case, REPEATS.get(case, 1))
+    if impl == "float16" and device == "cpu":
+        repeats = 1  # no float16 arithmetic on x86 CPUs: ~10x slower than float32, one run says enough
+    for _ in range(repeats):  # best of a few on short cases: the machine may be shared
+        start, start_cpu = time.perf_counter(), time.process_time()
         scores = score()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         wall = min(wall, time.perf_counter() - start)
+        cpu = min(cpu, time.process_time() - start_cpu)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
-    return {"wall": wall, "peak_mb": peak_mb, "gpu_peak_mb": gpu_peak, "windows": windows, "scores": scores,
-            "audio_s": sum(len(c) for c in clips) / RATE}
+    return {"wall": wall, "cpu": cpu, "peak_mb": peak_mb, "gpu_peak_mb": gpu_peak, "windows": windows,
+            "scores": scores, "audio_s": sum(len(c) for c in clips) / RATE, "repeats": repeats,
+            "threads": torch.get_num_threads()}
 
 
 def run_worker(case: str, impl: str, args) -> dict | None:
-    command = [sys.executable, __file__, "--worker", case, impl, "--fast-hop", str(args.fast_hop), "--device", args.device]
+    hop = 4.0 if case == "p60h4" else args.fast_hop
+    command = [sys.executable, __file__, "--worker", case, impl, "--fast-hop", str(hop), "--device", args.device]
     if args.half:
         command.append("--half")
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -217,6 +244,250 @@ def deviation(hops: list[float], seconds: float = 60.0) -> None:
     del torch
 
 
+# --- precision (issue 12): ISA report, dtypes side by side, deviation -----------------------------------------------
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "avx_ne_convert", "amx_tile",
+             "amx_bf16", "amx_int8", "amx_fp16")
+
+
+def cpu_report() -> dict:
+    """
+    The CPU and the ISA features that decide the precision paths, as torch reads them from cpuid and as `lscpu`
+    lists them, with what `dtype="auto"` resolves to on this CPU.
+    """
+    import torch
+
+    from distill_mos.scorer import cpu_has_native_bf16, resolve_dtype
+
+    model_name, flags = platform.processor() or platform.machine(), set()
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        lscpu = ""
+    for line in lscpu.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name":
+            model_name = value.strip()
+        elif key.strip() == "Flags":
+            flags = set(value.split())
+    return {
+        "cpu": model_name,
+        "logical_cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "avx512_bf16": bool(torch.cpu._is_avx512_bf16_supported()),
+        "amx_tile": bool(torch.cpu._is_amx_tile_supported()),
+        "mkldnn_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "mkldnn_fp16": bool(torch.ops.mkldnn._is_mkldnn_fp16_supported()),
+        "lscpu_flags": [f for f in ISA_FLAGS if f in flags],
+        "native_bf16": cpu_has_native_bf16(),
+        "auto_dtype": str(resolve_dtype("auto", torch.device("cpu"))).replace("torch.", ""),
+    }
+
+
+def print_cpu_report(info: dict) -> None:
+    print(f"CPU: {info['cpu']} ({info['logical_cpus']} logical CPUs), torch {info['torch']}, {info['threads']} threads")
+    print(f"torch: cpu capability {info['cpu_capability']}, avx512_bf16 {info['avx512_bf16']}, "
+          f"amx_tile {info['amx_tile']}, oneDNN bf16 {info['mkldnn_bf16']}, oneDNN fp16 {info['mkldnn_fp16']}")
+    print(f"lscpu flags: {' '.join(info['lscpu_flags']) or '(none of ' + ', '.join(ISA_FLAGS) + ')'}")
+    if info["native_bf16"]:
+        units = "AMX" if info["amx_tile"] else "AVX512_BF16 (no AMX)"
+        print(f"native bfloat16: yes, {units}; dtype='auto' picks {info['auto_dtype']}")
+    else:
+        print(f"native bfloat16: NO (neither AVX512_BF16 nor AMX); bfloat16 runs emulated here; "
+              f"dtype='auto' picks {info['auto_dtype']}")
+    if not info["mkldnn_fp16"]:
+        print("float16: no native float16 arithmetic on this CPU (oneDNN fp16 unsupported): expect it to be slow")
+
+
+def load_text() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def deviation_stats(scores, reference) -> dict:
+    """Mean and max |dMOS| and Pearson correlation of `scores` against `reference` (PCC only for 3+ clips)."""
+    scores, reference = np.asarray(scores, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    delta = np.abs(scores - reference)
+    pcc = float(np.corrcoef(scores, reference)[0, 1]) if len(scores) > 2 else None
+    return {"mean_abs": float(delta.mean()), "max_abs": float(delta.max()), "pcc": pcc, "n": int(len(scores))}
+
+
+def results_path(info: dict, kind: str) -> Path:
+    """bench/results/<kind>_<cpu model>.json: the file names the CPU the figures were measured on."""
+    slug = re.sub(r"[^a-z0-9]+", "_", info["cpu"].lower()).strip("_") or "cpu"
+    return ROOT / "bench" / "results" / f"{kind}_{slug}.json"
+
+
+def precision_benchmark(args) -> int:
+    """Each dtype against the original and exact float32 on the cases of issue 12, each run in a fresh process."""
+    info = cpu_report()
+    print_cpu_report(info)
+    start_load = load_text()
+    print(f"load average at start: {start_load} (1/5/15 min; the machine has {os.cpu_count()} logical CPUs)")
+    print()
+    header = (f"{'case':<38} {'impl':<9} {'windows':>7} {'wall s':>7} {'s/window':>8} {'CPU s/w':>8} {'x orig':>7} "
+              f"{'x exact':>7} {'mean|d|':>8} {'max|d|':>8} {'PCC':>8}")
+    print(header)
+    print("-" * len(header))
+    rows = []
+    results: dict[tuple[str, str], dict | None] = {}
+    for case in args.precision_cases:
+        impls = ["original"] + list(args.precisions)
+        if "float32" not in impls:
+            impls.insert(1, "float32")
+        for impl in impls:
+            if impl == "original" and case == "p60h4":
+                # the original has no window hop: its 60 s run (1 s hop, as its CLI) is the reference
+                result = results.get(("p60", "original")) or run_worker("p60", "original", args)
+            else:
+                result = run_worker(case, impl, args)
+            results[(case, impl)] = result
+            if result is None:
+                continue
+            original, exact = results.get((case, "original")), results.get((case, "float32"))
+            row = {"case": case, "description": PRECISION_CASES[case], "impl": impl, "windows": result["windows"],
+                   "wall_s": result["wall"], "cpu_s": result["cpu"], "s_per_window": result["wall"] / result["windows"],
+                   "cpu_s_per_window": result["cpu"] / result["windows"], "repeats": result["repeats"],
+                   "threads": result["threads"], "scores": result["scores"], "load_average": load_text()}
+            if original and impl != "original":
+                row["x_original"] = original["wall"] / result["wall"]
+                row["max_abs_vs_original"] = float(np.abs(np.subtract(result["scores"], original["scores"])).max())
+            if exact and impl not in ("original", "float32"):
+                row["x_exact"] = exact["wall"] / result["wall"]
+                row["x_exact_cpu"] = exact["cpu"] / result["cpu"]
+                row["deviation_vs_exact"] = deviation_stats(result["scores"], exact["scores"])
+            rows.append(row)
+            dev = row.get("deviation_vs_exact", {})
+            pcc = dev.get("pcc")
+            print(f"{case + ') ' + PRECISION_CASES[case]:<38} {impl:<9} {row['windows']:>7} {row['wall_s']:>7.2f} "
+                  f"{row['s_per_window']:>8.3f} {row['cpu_s_per_window']:>8.3f} "
+                  f"{row.get('x_original', float('nan')):>7.2f} {row.get('x_exact', float('nan')):>7.2f} "
+                  f"{dev.get('mean_abs', float('nan')):>8.4f} {dev.get('max_abs', float('nan')):>8.4f} "
+                  f"{pcc if pcc is not None else float('nan'):>8.5f}", flush=True)
+    end_load = load_text()
+    print(f"\nload average at end: {end_load}")
+    print("x orig = original wall / ours (the original scores every clip in one batch at a 1 s hop, as its CLI; for "
+          "p60h4 that same 1 s-hop run). x exact = our float32 at the same window hop / this dtype. CPU s/w = process "
+          "CPU time per window (all threads): the cost of a window, less disturbed by other jobs than wall time. "
+          "mean|d|, max|d|, PCC: against exact float32 on the same clips (PCC needs 3+ clips).")
+    if not info["native_bf16"]:
+        print(f"This CPU has no native bfloat16: bfloat16 is emulated and slower; dtype='auto' uses {info['auto_dtype']}.")
+    path = args.json or results_path(info, "cpu_precision")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine": info, "load_average_start": start_load, "load_average_end": end_load,
+                                "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "rows": rows}, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+SYNTHETIC_LENGTHS_S = (1, 2, 3, 5, 7.68, 10, 15, 20, 30, 45, 60)
+
+
+def _human_label_sets() -> dict[str, list[tuple[Path, float]]]:
+    """The bundled rated clips: {set name: [(wav path, human MOS)]} from tests/data/*/labels.csv."""
+    import csv
+
+    sets = {}
+    for name, folder in (("GenSpeech", "genspeech"), ("TCD-VoIP", "tcdvoip")):
+        base = ROOT / "tests" / "data" / folder
+        with open(base / "labels.csv", newline="") as handle:
+            sets[name] = [(base / row["file"], float(row["mos"])) for row in csv.DictReader(handle) if row["mos"].strip()]
+    return sets
+
+
+def precision_deviation(args) -> int:
+    """
+    Each dtype against exact float32: all bundled clips and synthetic lengths of 1-60 s (mean / max |dMOS|, PCC), and
+    the change in Pearson / Spearman correlation with the human MOS of the bundled GenSpeech and TCD-VoIP labels.
+    """
+    import contextlib
+    import io
+
+    import soundfile as sf
+    import torch
+    from scipy.stats import spearmanr
+
+    from distill_mos import DistillMOSScorer
+
+    info = cpu_report()
+    print_cpu_report(info)
+    start_load = load_text()
+    print(f"load average at start: {start_load}")
+    files = sorted((ROOT / "tests" / "data").glob("*/audio/**/*.wav"))
+    exact = DistillMOSScorer.from_pretrained(ROOT, device="cpu", dtype="float32")
+
+    def read16k(path: Path) -> np.ndarray:
+        audio, rate = sf.read(path, dtype="float32", always_2d=True)
+        return exact.prepare(audio[:, 0], rate)
+
+    bundled = {str(p.relative_to(ROOT / "tests" / "data")): read16k(p) for p in files}
+    source = speech_source()
+    synthetic = {f"{s:g} s": np.resize(np.roll(source, -i * 51_111), int(round(s * RATE))).astype(np.float32)
+                 for i, s in enumerate(SYNTHETIC_LENGTHS_S)}
+    labelled = _human_label_sets()
+    label_index = {name: [str(p.relative_to(ROOT / "tests" / "data")) for p, _ in rows] for name, rows in labelled.items()}
+
+    import distillmos  # the original, as a check that our float32 is the exact reference
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        original = distillmos.ConvTransformerSQAModel().eval()
+    with torch.no_grad():
+        original_scores = {k: original(torch.from_numpy(v)[None]).item() for k, v in {**bundled, **synthetic}.items()}
+
+    scores, timing = {}, {}
+    dtypes = ["float32"] + [d for d in args.precisions if d != "float32"]
+    for dtype in dtypes:
+        scorer = DistillMOSScorer.from_pretrained(ROOT, device="cpu", dtype=dtype)
+        start = time.process_time()
+        scores[dtype] = {
+            **dict(zip(bundled, (s.mos for s in scorer.score_prepared(list(bundled.values()))))),
+            **dict(zip(synthetic, (s.mos for s in scorer.score_prepared(list(synthetic.values()))))),
+        }
+        timing[dtype] = time.process_time() - start
+        print(f"  scored {len(bundled)} bundled clips + {len(synthetic)} synthetic lengths in {dtype} "
+              f"({timing[dtype]:.0f} CPU s; load {load_text()})", flush=True)
+
+    reference = scores["float32"]
+    report = {"machine": info, "load_average_start": start_load, "synthetic_lengths_s": list(SYNTHETIC_LENGTHS_S),
+              "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "scores": scores,
+              "original_scores": original_scores, "deviation": {}, "human_mos": {}}
+    print(f"\n{'dtype':<9} {'material':<28} {'n':>3} {'mean|dMOS|':>10} {'max|dMOS|':>10} {'PCC vs exact':>12}")
+    materials = {f"bundled clips ({len(bundled)})": list(bundled), f"synthetic 1-60 s ({len(synthetic)})": list(synthetic)}
+    materials["all"] = list(bundled) + list(synthetic)
+    for dtype in dtypes:
+        report["deviation"][dtype] = {}
+        for material, keys in materials.items():
+            against = original_scores if dtype == "float32" else reference
+            stats = deviation_stats([scores[dtype][k] for k in keys], [against[k] for k in keys])
+            report["deviation"][dtype][material] = stats
+            label = "float32 (vs the original)" if dtype == "float32" else dtype
+            print(f"{label if material == next(iter(materials)) else '':<9} {material:<28} {stats['n']:>3} "
+                  f"{stats['mean_abs']:>10.2e} {stats['max_abs']:>10.2e} {stats['pcc']:>12.6f}")
+    print(f"\n{'set':<10} {'n':>3} {'dtype':<9} {'PCC':>7} {'dPCC':>8} {'SRCC':>7} {'dSRCC':>8}  (correlation with human MOS)")
+    for name, rows in labelled.items():
+        human = [mos for _, mos in rows]
+        report["human_mos"][name] = {}
+        for dtype in dtypes:
+            predicted = [scores[dtype][k] for k in label_index[name]]
+            pcc = float(np.corrcoef(predicted, human)[0, 1])
+            srcc = float(spearmanr(predicted, human).statistic)
+            base = report["human_mos"][name].get("float32", {"pcc": pcc, "srcc": srcc})
+            entry = {"n": len(human), "pcc": pcc, "srcc": srcc, "pcc_change": pcc - base["pcc"],
+                     "srcc_change": srcc - base["srcc"]}
+            report["human_mos"][name][dtype] = entry
+            print(f"{name:<10} {len(human):>3} {dtype:<9} {pcc:>7.4f} {entry['pcc_change']:>+8.4f} {srcc:>7.4f} "
+                  f"{entry['srcc_change']:>+8.4f}")
+    report["load_average_end"] = load_text()
+    print(f"\nload average at end: {report['load_average_end']}. Goals (issue 12): mean |dMOS| <= 0.01, max <= 0.05, "
+          "PCC vs exact >= 0.999, correlation with human MOS lower by at most 0.005.")
+    path = args.json or results_path(info, "precision_deviation")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
@@ -227,6 +498,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--deviation", nargs="*", type=float, metavar="HOP",
                         help="instead: fast mode's deviation from exact mode at these window spacings (default 4 7.68)")
+    parser.add_argument("--precision", action="store_true",
+                        help="instead: CPU ISA features and float32 / bfloat16 / float16 against the original (issue 12)")
+    parser.add_argument("--precision-cases", nargs="+", default=list(PRECISION_CASES), choices=list(PRECISION_CASES))
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    parser.add_argument("--precision-deviation", action="store_true",
+                        help="instead: each dtype's deviation from exact float32 on bundled clips and 1-60 s lengths, "
+                             "and the change in correlation with human MOS")
     parser.add_argument("--worker", nargs=2, metavar=("CASE", "IMPL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -239,6 +517,10 @@ def main(argv=None) -> int:
     if args.deviation is not None:
         deviation(args.deviation or [4.0, 7.68])
         return 0
+    if args.precision:
+        return precision_benchmark(args)
+    if args.precision_deviation:
+        return precision_deviation(args)
 
     from modeling_distillmos import DistillMOSConfig
 
