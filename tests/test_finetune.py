@@ -337,25 +337,31 @@ def test_label_sources_of_the_benchmark_read_the_same_rows(tmp_path, feature_ext
 
 
 def test_cli_cross_validation_writes_results_with_the_released_models_figures(tmp_path, capsys):
+    """MUSHRA-like labels (0..100): grouped 3-fold CV, correlations of both models, no RMSE off the MOS scale."""
     from distill_mos import DistillMOSScorer
     from distill_mos.finetune import agreement
 
     rows = [r for i, r in enumerate(rated_rows()) if i in (0, 1, 2, 5, 6, 10, 11)]  # 3 groups
-    gone = {"file": str(tmp_path / "gone.wav"), "mos": 2, "group": "x"}
-    labels_csv = write_csv(tmp_path / "labels.csv", rows + [gone])
+    mushra = [{**r, "mos": (r["mos"] - 1) * 25} for r in rows]
+    gone = {"file": str(tmp_path / "gone.wav"), "mos": 50, "group": "x"}
+    labels_csv = write_csv(tmp_path / "labels.csv", mushra + [gone])
     status = finetune_main(["--labels", str(labels_csv), "--output-dir", str(tmp_path / "run"), "--cv", "3",
-                            "--group-column", "group", "--epochs", "1", "--validation-fraction", "0", "--quiet"])
+                            "--group-column", "group", "--label-range", "0", "100", "--epochs", "1",
+                            "--validation-fraction", "0", "--quiet"])
     captured = capsys.readouterr()
     assert status == 1 and "gone.wav: no such file" in captured.err  # reported, and the other 7 rows were used
     results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["n"] == 7 and results["k"] == 3
+    assert results["n"] == 7 and results["k"] == 3 and results["label_range"] == [0, 100]
     assert set(results["baseline"]) == set(results["cv"]) == {"pcc", "srcc", "ktau", "rmse"}
+    assert results["baseline"]["rmse"] is None and results["cv"]["rmse"] is None  # not the MOS scale
+    assert all(isinstance(results["cv"][key], float) for key in ("pcc", "srcc", "ktau"))
     assert [s["item"] for s in results["skipped"]] == [str(tmp_path / "gone.wav")]
     scorer = DistillMOSScorer.from_pretrained(str(ROOT), device="cpu")
     released = [r.mos for r in scorer.score_files([r["file"] for r in rows])]
-    expected = agreement(released, [r["mos"] for r in rows], mos_scale=True)
-    for key in ("pcc", "srcc", "ktau", "rmse"):
+    expected = agreement(released, [r["mos"] for r in mushra], mos_scale=False)
+    for key in ("pcc", "srcc", "ktau"):
         assert results["baseline"][key] == pytest.approx(expected[key], abs=1e-4)
+    assert agreement(released, [r["mos"] for r in rows], mos_scale=True)["rmse"] > 0  # RMSE on the MOS scale
     assert "fine-tuned, out of fold" in captured.out
     with open(tmp_path / "run" / "cv_predictions.csv", newline="") as handle:
         predictions = list(csv.DictReader(handle))
