@@ -109,6 +109,14 @@ MUTATIONS = [
         "per-file error isolation: one clip that fails scoring costs its whole batch",
     ),
     Mutation(
+        "bad-file-stops-the-run",
+        "distill_mos/scorer.py",
+        "        except ValueError as error:\n            result.error = str(error)\n",
+        "        except ValueError:\n            raise\n",
+        ("tests/test_cli.py", "-k", "bad_file"),
+        "per-file error isolation: a file with NaN samples (a ValueError) stops the whole run",
+    ),
+    Mutation(
         "silent-clip-warning-dropped",
         "feature_extraction_distillmos.py",
         "            if not waveform.any():\n                warnings.warn(\n",
