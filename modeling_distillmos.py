@@ -206,11 +206,6 @@ def _fused_conv_leaky_relu(layer: "DistillMOSConvLayer", hidden_states: torch.Te
     )
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX512_BF16 or AMX), as torch reads it from cpuid."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
 def sinusoidal_position_table(length: int, dim: int, base: float) -> torch.Tensor:
     """
     (length, dim) table of interleaved sines (even features) and cosines (odd features).
@@ -562,8 +557,8 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         # numpy input (a feature extractor called with return_tensors="np") is taken as it is, without a copy
         if isinstance(input_values, np.ndarray):
             input_values = torch.from_numpy(input_values).to(self.device)
-        if isinstance(attention_mask, np.ndarray):
-            attention_mask = torch.from_numpy(attention_mask).to(input_values.device if isinstance(input_values, torch.Tensor) else self.device)
+        if isinstance(attention_mask, np.ndarray):  # only read for the clips' lengths: any device will do
+            attention_mask = torch.from_numpy(attention_mask)
         lengths = self._validate(input_values, attention_mask)
         self._check_dtype_runs_here(input_values.device)
         window_length = self.config.window_length
