@@ -461,7 +461,7 @@ def precision_deviation(args) -> int:
             against = original_scores if dtype == "float32" else reference
             stats = deviation_stats([scores[dtype][k] for k in keys], [against[k] for k in keys])
             report["deviation"][dtype][material] = stats
-            label = "float32 (vs the original)" if dtype == "float32" else dtype
+            label = "float32*" if dtype == "float32" else dtype
             print(f"{label if material == next(iter(materials)) else '':<9} {material:<28} {stats['n']:>3} "
                   f"{stats['mean_abs']:>10.2e} {stats['max_abs']:>10.2e} {stats['pcc']:>12.6f}")
     print(f"\n{'set':<10} {'n':>3} {'dtype':<9} {'PCC':>7} {'dPCC':>8} {'SRCC':>7} {'dSRCC':>8}  (correlation with human MOS)")
@@ -479,6 +479,8 @@ def precision_deviation(args) -> int:
             print(f"{name:<10} {len(human):>3} {dtype:<9} {pcc:>7.4f} {entry['pcc_change']:>+8.4f} {srcc:>7.4f} "
                   f"{entry['srcc_change']:>+8.4f}")
     report["load_average_end"] = load_text()
+    print("* float32 rows: our float32 against the original `distillmos` (the exactness check); other rows: against our "
+          "float32. dPCC / dSRCC: change against our float32.")
     print(f"\nload average at end: {report['load_average_end']}. Goals (issue 12): mean |dMOS| <= 0.01, max <= 0.05, "
           "PCC vs exact >= 0.999, correlation with human MOS lower by at most 0.005.")
     path = args.json or results_path(info, "precision_deviation")

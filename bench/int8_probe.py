@@ -43,7 +43,7 @@ def int8_stack(layers: nn.ModuleList, first_int8: int, last_int8: int, reduce_ra
             super().__init__()
             self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
             self.body = nn.Sequential(*[m for layer in layers[first_int8:last_int8]
-                                        for m in (copy.deepcopy(layer.conv), nn.LeakyReLU(layer.activation.negative_slope))])
+                                        for m in (copy.deepcopy(layer.conv).float(), nn.LeakyReLU(layer.activation.negative_slope))])
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.dequant(self.body(self.quant(x)))
