@@ -1,7 +1,11 @@
 """Distill-MOS for the Hugging Face ecosystem: score speech quality (MOS 1..5) of arrays, files and datasets."""
 
+import importlib
+
 from .audio import AUDIO_SUFFIXES, AudioFileError, DecodedAudio, load_audio
-from .scorer import DistillMOSScorer, FileScore, Score, default_model_location
+
+# torch and transformers load on first use of these names, so that `distill-mos --help` answers at once.
+_LAZY = {name: ".scorer" for name in ("DistillMOSScorer", "FileScore", "Score", "default_model_location")}
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -22,3 +26,11 @@ def add_mos_column(*args, **kwargs):
     from .datasets import add_mos_column as _add_mos_column
 
     return _add_mos_column(*args, **kwargs)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -179,23 +179,14 @@ def load_examples(folder: Path = EXAMPLES_DIR) -> list[Example]:
 
 
 def probe_duration(path: str | Path) -> float | None:
-    """Duration from the file header, without decoding (None when the header does not say)."""
-    try:
-        import soundfile
+    """
+    Duration from the file header, without decoding (None when the header does not say, e.g. a FLAC written to a
+    pipe, which libsndfile reports as 2**63 - 1 frames: "5.8e14 s"). The library's probe, so that the Space and the
+    command line tool agree.
+    """
+    from distill_mos.audio import probe_duration as header_duration
 
-        info = soundfile.info(str(path))
-        if info.samplerate > 0 and info.frames > 0:
-            return info.frames / info.samplerate
-    except Exception:  # noqa: BLE001 - not a libsndfile format; try FFmpeg's header
-        pass
-    try:
-        from torchcodec.decoders import AudioDecoder
-
-        metadata = AudioDecoder(str(path)).metadata
-        duration = getattr(metadata, "duration_seconds_from_header", None) or getattr(metadata, "duration_seconds", None)
-        return float(duration) if duration else None
-    except Exception:  # noqa: BLE001 - unreadable: the decoder reports it properly later
-        return None
+    return header_duration(path)
 
 
 class SpaceScorer:

@@ -196,21 +196,41 @@ def test_entries_that_cannot_be_opened_get_error_rows(tmp_path, capsys):
     assert f"error: {folder / 'dangling.wav'}: broken symbolic link" in err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_file_and_folder_get_error_rows(tmp_path):
+def test_unreadable_file_and_folder_get_error_rows(tmp_path, monkeypatch, capsys):
+    """
+    A file the user may not read and a folder that cannot be listed each get an error row. Permissions do not stop
+    root (CI runs as root), so there the operating system's refusals are simulated at the two calls the CLI relies on
+    (`os.access` for files, `os.scandir` for folders); as any other user the permissions are real.
+    """
     folder = tmp_path / "corpus"
     (folder / "locked").mkdir(parents=True)
     (folder / "locked" / "inside.wav").write_bytes((DIR3 / "ref.wav").read_bytes())
     secret = folder / "secret.wav"
     secret.write_bytes((DIR3 / "ref.wav").read_bytes())
-    secret.chmod(0)
-    (folder / "locked").chmod(0)
+    if os.geteuid() == 0:
+        real_access, real_scandir = os.access, os.scandir
+
+        def access(path, mode, *args, **kwargs):
+            return False if Path(path) == secret else real_access(path, mode, *args, **kwargs)
+
+        def scandir(path="."):
+            if Path(path) == folder / "locked":
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(os, "access", access)
+        monkeypatch.setattr(os, "scandir", scandir)
+    else:
+        secret.chmod(0)
+        (folder / "locked").chmod(0)
     try:
         out = tmp_path / "scores.csv"
         assert main([str(folder), "-r", "-o", str(out), "--no-progress"]) == 1
-        rows = {Path(r["file"]).name: r["error"] for r in rows_of(out)}
-        assert rows["secret.wav"].startswith("permission denied")
-        assert rows["locked"].startswith("folder cannot be read")
+        rows = {Path(r["file"]).name: r for r in rows_of(out)}
+        assert rows["secret.wav"]["error"] == "permission denied (the file is not readable)"
+        assert rows["secret.wav"]["mos"] == ""
+        assert rows["locked"]["error"] == "folder cannot be read (Permission denied)"
+        assert f"error: {secret}: permission denied" in capsys.readouterr().err
     finally:
         (folder / "locked").chmod(0o755)
 
