@@ -172,3 +172,21 @@ def test_dtype_setting_reaches_the_model(monkeypatch):
     assert app.load_scorer().model.dtype == torch.bfloat16
     monkeypatch.delenv("DISTILL_MOS_DTYPE")
     assert app.load_scorer().model.dtype == torch.float32
+
+
+def test_a_flac_without_length_in_its_header_is_scored_not_refused_as_too_long(scorer, tmp_path):
+    """Issue 11.8: libsndfile reports 2**63 - 1 frames for a FLAC written to a pipe ("5.8e14 s"); the Space's duration
+    limit must treat that as unknown and measure the decoded audio, as the command line tool does."""
+    import subprocess
+
+    flac = subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(LONG_CLIP), "-f", "flac", "-"],
+                          capture_output=True, check=True).stdout
+    path = tmp_path / "nolength.flac"
+    path.write_bytes(flac)
+    assert app.probe_duration(path) is None
+    details = handlers(scorer, max_seconds=60).score_one(str(path))[2]
+    (expected,) = scorer.score_files([LONG_CLIP])
+    assert details["mos"] == pytest.approx(round(expected.mos, 2), abs=0.0051)
+    # a real over-long file is still refused before decoding
+    markdown = handlers(scorer, max_seconds=1).score_one(str(LONG_CLIP))[0]
+    assert "Audio is too long (7.8 s); this Space scores clips up to 1 s." in markdown
