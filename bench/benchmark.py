@@ -327,7 +327,7 @@ def precision_benchmark(args) -> int:
     print(f"load average at start: {start_load} (1/5/15 min; the machine has {os.cpu_count()} logical CPUs)")
     print()
     header = (f"{'case':<38} {'impl':<9} {'windows':>7} {'wall s':>7} {'s/window':>8} {'CPU s/w':>8} {'x orig':>7} "
-              f"{'x exact':>7} {'mean|d|':>8} {'max|d|':>8} {'PCC':>8}")
+              f"{'(CPU)':>6} {'x exact':>7} {'(CPU)':>6} {'mean|d|':>8} {'max|d|':>8} {'PCC':>8}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -352,6 +352,7 @@ def precision_benchmark(args) -> int:
                    "threads": result["threads"], "scores": result["scores"], "load_average": load_text()}
             if original and impl != "original":
                 row["x_original"] = original["wall"] / result["wall"]
+                row["x_original_cpu"] = original["cpu"] / result["cpu"]  # same audio: total CPU time against total
                 row["max_abs_vs_original"] = float(np.abs(np.subtract(result["scores"], original["scores"])).max())
             if exact and impl not in ("original", "float32"):
                 row["x_exact"] = exact["wall"] / result["wall"]
@@ -362,14 +363,16 @@ def precision_benchmark(args) -> int:
             pcc = dev.get("pcc")
             print(f"{case + ') ' + PRECISION_CASES[case]:<38} {impl:<9} {row['windows']:>7} {row['wall_s']:>7.2f} "
                   f"{row['s_per_window']:>8.3f} {row['cpu_s_per_window']:>8.3f} "
-                  f"{row.get('x_original', float('nan')):>7.2f} {row.get('x_exact', float('nan')):>7.2f} "
+                  f"{row.get('x_original', float('nan')):>7.2f} {row.get('x_original_cpu', float('nan')):>6.2f} "
+                  f"{row.get('x_exact', float('nan')):>7.2f} {row.get('x_exact_cpu', float('nan')):>6.2f} "
                   f"{dev.get('mean_abs', float('nan')):>8.4f} {dev.get('max_abs', float('nan')):>8.4f} "
                   f"{pcc if pcc is not None else float('nan'):>8.5f}", flush=True)
     end_load = load_text()
     print(f"\nload average at end: {end_load}")
     print("x orig = original wall / ours (the original scores every clip in one batch at a 1 s hop, as its CLI; for "
-          "p60h4 that same 1 s-hop run). x exact = our float32 at the same window hop / this dtype. CPU s/w = process "
-          "CPU time per window (all threads): the cost of a window, less disturbed by other jobs than wall time. "
+          "p60h4 that same 1 s-hop run). x exact = our float32 at the same window hop / this dtype. (CPU): the same ratios "
+          "of process CPU time (all threads), less disturbed by other jobs than wall time; on a busy machine a run may "
+          "get less than all cores, so wall ratios mix in the load. CPU s/w = CPU time per window. "
           "mean|d|, max|d|, PCC: against exact float32 on the same clips (PCC needs 3+ clips).")
     if not info["native_bf16"]:
         print(f"This CPU has no native bfloat16: bfloat16 is emulated and slower; dtype='auto' uses {info['auto_dtype']}.")

@@ -81,3 +81,36 @@ def test_precision_options_are_listed_in_help():
     assert done.returncode == 0, done.stderr
     for option in ("--precision", "--precision-deviation", "--precisions", "--precision-cases"):
         assert option in done.stdout
+
+
+def test_readme_precision_figures_are_the_committed_results():
+    """README's precision table comes from bench/results/*.json, which name the machine and its ISA."""
+    import json
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    results = ROOT / "bench" / "results"
+    speed = json.loads((results / "cpu_precision_amd_epyc_rerun.json").read_text())
+    deviation = json.loads((results / "precision_deviation_amd_epyc.json").read_text())
+    for record in (speed, deviation):  # the row says "AMD EPYC, AVX512_BF16, no AMX"
+        machine = record["machine"]
+        assert machine["cpu"] in text and machine["avx512_bf16"] and not machine["amx_tile"]
+        assert machine["auto_dtype"] == "bfloat16"
+    rows = {(row["case"], row["impl"]): row for row in speed["rows"]}
+    p16, p60, p60h4 = rows[("p16", "bfloat16")], rows[("p60", "bfloat16")], rows[("p60h4", "bfloat16")]
+    assert (f"{p16['x_exact_cpu']:.2f}x exact on 16 x 8 s, {p60['x_exact_cpu']:.2f}x on 60 s; "
+            f"{p16['x_original_cpu']:.2f}x / {p60['x_original_cpu']:.2f}x the original; "
+            f"{p60h4['x_original_cpu']:.1f}x on 60 s with `--window-hop 4`") in text
+    bf16 = deviation["deviation"]["bfloat16"]["all"]
+    assert f"{bf16['mean_abs']:.4f} / {bf16['max_abs']:.4f} ({bf16['n']} clips, 1-60 s)" in text
+    human = deviation["human_mos"]
+    assert (f"by {human['GenSpeech']['bfloat16']['pcc_change']:+.4f} (GenSpeech PCC) and "
+            f"{human['TCD-VoIP']['bfloat16']['pcc_change']:+.4f} (TCD-VoIP)") in text
+
+    gpu = json.loads((results / "gpu_h200.json").read_text())
+    assert gpu["gpu"] == "NVIDIA H200" and "NVIDIA H200" in text
+    rate = {(row["precision"], row["window_batch"]): row["windows_per_s"] for row in gpu["throughput"]}
+    assert f"{rate[('float32', 64)]:.0f} windows/s at batch 64" in text
+    assert f"{rate[('float16', 64)]:.0f} windows/s at batch 64" in text
+    end_to_end = gpu["end_to_end"]
+    assert (f"at {end_to_end['float32']['x_real_time']:.0f}x real time in exact float32 and "
+            f"{end_to_end['float16']['x_real_time']:.0f}x in float16") in text
