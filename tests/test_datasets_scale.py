@@ -9,11 +9,11 @@ import textwrap
 
 import pytest
 import torch
-from conftest import GENSPEECH, ROOT
+from conftest import GENSPEECH, ROOT, require_module
 
 from distill_mos import add_mos_column
 
-datasets = pytest.importorskip("datasets")
+datasets = require_module("datasets")
 
 DIR3 = GENSPEECH / "audio/LPCNet_listening_test/mfall/dir3"
 GOOD = [str(DIR3 / "ref.wav"), str(DIR3 / "speex.wav"), str(DIR3 / "melp.wav")]

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import all_sample_files
+from conftest import all_sample_files, require_module
 
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+onnx = require_module("onnx", "the onnx extra (in the test extra)")
+require_module("onnxruntime", "the onnx extra (in the test extra)")
 
 from distill_mos import onnx_backend  # noqa: E402
 from distill_mos.onnx_backend import (  # noqa: E402

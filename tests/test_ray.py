@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import GENSPEECH, ROOT
+from conftest import GENSPEECH, ROOT, require_module
 
 # Keep the local instances small and quiet: no usage report, no dashboard (init_ray), no log deduplication pass.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-ray = pytest.importorskip("ray")
-pytest.importorskip("ray.data")
-pa = pytest.importorskip("pyarrow")
+ray = require_module("ray", "the ray extra (in the test extra)")
+require_module("ray.data", "the ray extra (in the test extra)")
+pa = require_module("pyarrow", "needed by ray.data (in the test extra)")
 
 from distill_mos.cli import main  # noqa: E402
 from distill_mos.ray import DistillMOSPredictor, init_ray, score_files_with_ray, score_with_ray  # noqa: E402
@@ -124,7 +124,7 @@ def test_an_actor_dying_mid_job_loses_and_duplicates_nothing(local_ray, files, l
 
 
 def test_a_dataset_scored_to_parquet_and_csv(local_ray, files, local_rows, tmp_path):
-    datasets = pytest.importorskip("datasets")
+    datasets = require_module("datasets")
     import pyarrow.parquet as pq
 
     dataset = datasets.Dataset.from_dict({"audio": files, "file": files}).cast_column("audio", datasets.Audio())

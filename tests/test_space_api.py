@@ -5,10 +5,10 @@ import socket
 
 import pytest
 
-from conftest import GENSPEECH
+from conftest import GENSPEECH, require_module
 from test_space_app import load_space_app
 
-gradio_client = pytest.importorskip("gradio_client")
+gradio_client = require_module("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
