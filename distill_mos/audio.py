@@ -89,31 +89,54 @@ def select_channel(samples: np.ndarray, channel: str | int = "first") -> np.ndar
     return samples[index]
 
 
-def _decode_soundfile(source: Path | io.BytesIO) -> tuple[np.ndarray, int, float | None, bool]:
+class _TooLong(Exception):
+    """The audio runs past `max_seconds`: a verdict on the file, not a decoder failure to retry with another one."""
+
+    def __init__(self, max_seconds: float):
+        super().__init__(f"audio is longer than {max_seconds:g} s, the limit here")
+
+
+def _decode_soundfile(
+    source: Path | io.BytesIO, max_seconds: float | None = None
+) -> tuple[np.ndarray, int, float | None, bool]:
     """-> (samples (channels, frames) float32, rate, header duration in s or None, header is exact)."""
     import soundfile
 
     with soundfile.SoundFile(source if isinstance(source, io.BytesIO) else str(source)) as handle:
         rate = int(handle.samplerate)
+        limit = None if max_seconds is None or rate <= 0 else int(max_seconds * rate)
         if 0 < handle.frames < _UNKNOWN_FRAMES:
             declared = handle.frames / rate if rate > 0 else None
+            if limit is not None and handle.frames > limit:
+                raise _TooLong(max_seconds)
             data = handle.read(dtype="float32", always_2d=True)
         else:
             # The header does not say how long the audio is (libsndfile then reports 2**63 - 1 frames, "5.8e14 s"):
-            # measure the length by reading blocks until the stream ends.
+            # measure the length by reading blocks until the stream ends, or until it passes the limit (a few KB of
+            # FLAC can hold hours of silence: the limit must hold before the samples are in memory).
             declared = None
-            blocks = []
+            blocks, frames = [], 0
             while len(block := handle.read(1 << 16, dtype="float32", always_2d=True)):
                 blocks.append(block)
+                frames += len(block)
+                if limit is not None and frames > limit:
+                    raise _TooLong(max_seconds)
             data = np.concatenate(blocks) if blocks else np.zeros((0, handle.channels), np.float32)
     return np.ascontiguousarray(data.T), rate, declared, True
 
 
-def _decode_ffmpeg(source: Path | io.BytesIO) -> tuple[np.ndarray, int, float | None, bool]:
+def _decode_ffmpeg(
+    source: Path | io.BytesIO, max_seconds: float | None = None
+) -> tuple[np.ndarray, int, float | None, bool]:
     from torchcodec.decoders import AudioDecoder
 
     decoder = AudioDecoder(source.getvalue() if isinstance(source, io.BytesIO) else str(source))
-    samples = decoder.get_all_samples()
+    if max_seconds is None:
+        samples = decoder.get_all_samples()
+    else:  # decode at most a little past the limit, whatever the container's header claims (or does not)
+        samples = decoder.get_samples_played_in_range(0.0, max_seconds + 1.0)
+        if samples.data.shape[-1] > max_seconds * samples.sample_rate:
+            raise _TooLong(max_seconds)
     declared = getattr(decoder.metadata, "duration_seconds_from_header", None)
     return samples.data.numpy(), int(samples.sample_rate), (float(declared) if declared else None), False
 
@@ -190,17 +213,21 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def load_audio(path: str | Path, channel: str | int = "first") -> DecodedAudio:
+def load_audio(path: str | Path, channel: str | int = "first", max_seconds: float | None = None) -> DecodedAudio:
     """
     Decodes an audio file (wav, flac, ogg, mp3, m4a, ...; any sample rate; any number of channels).
 
+    `max_seconds` refuses longer audio while decoding, before it is all in memory (a header need not state a length,
+    and a few KB of FLAC can hold hours of silence); None decodes whatever length there is.
+
     Raises:
-        AudioFileError: the file is missing, empty, not audio, or holds no samples; the message names the file.
+        AudioFileError: the file is missing, empty, not audio, holds no samples, or runs past `max_seconds`; the
+            message names the file.
     """
     path = Path(path)
     check_readable_file(path)
 
-    return _decode(path, path, channel, soundfile_first=path.suffix.lower() in SOUNDFILE_SUFFIXES)
+    return _decode(path, path, channel, path.suffix.lower() in SOUNDFILE_SUFFIXES, max_seconds)
 
 
 def check_readable_file(path: str | Path) -> None:
@@ -231,23 +258,29 @@ def check_readable_file(path: str | Path) -> None:
         raise AudioFileError(path, "file is empty (0 bytes)")
 
 
-def decode_bytes(data: bytes, name: str = "audio bytes", channel: str | int = "first") -> DecodedAudio:
+def decode_bytes(
+    data: bytes, name: str = "audio bytes", channel: str | int = "first", max_seconds: float | None = None
+) -> DecodedAudio:
     """Like `load_audio`, for an encoded file held in memory (e.g. an undecoded 🤗 datasets `Audio` value)."""
     if not data:
         raise AudioFileError(name, "file is empty (0 bytes)")
     suffix = Path(name).suffix.lower()
-    return _decode(io.BytesIO(data), name, channel, soundfile_first=suffix in SOUNDFILE_SUFFIXES or not suffix)
+    return _decode(io.BytesIO(data), name, channel, suffix in SOUNDFILE_SUFFIXES or not suffix, max_seconds)
 
 
-def _decode(source: Path | io.BytesIO, name, channel: str | int, soundfile_first: bool) -> DecodedAudio:
+def _decode(
+    source: Path | io.BytesIO, name, channel: str | int, soundfile_first: bool, max_seconds: float | None = None
+) -> DecodedAudio:
     decoders = [_decode_soundfile, _decode_ffmpeg] if soundfile_first else [_decode_ffmpeg, _decode_soundfile]
     failures = []
     for decode in decoders:
         try:
             if isinstance(source, io.BytesIO):
                 source.seek(0)
-            samples, sampling_rate, declared, exact = decode(source)
+            samples, sampling_rate, declared, exact = decode(source, max_seconds)
             break
+        except _TooLong as error:
+            raise AudioFileError(name, str(error)) from None
         except Exception as error:  # noqa: BLE001 - each decoder has its own exception types
             failures.append(_first_line(error))
     else:

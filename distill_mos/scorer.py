@@ -262,11 +262,14 @@ class DistillMOSScorer:
 
     # --- files --------------------------------------------------------------------------------------------------
 
-    def prepare_file(self, path: str | Path, channel: str | int = "first") -> _Prepared:
-        """Decodes and validates one file; never raises for a bad file, records the reason instead."""
+    def prepare_file(self, path: str | Path, channel: str | int = "first", max_seconds: float | None = None) -> _Prepared:
+        """
+        Decodes and validates one file; never raises for a bad file, records the reason instead. `max_seconds` refuses
+        longer audio during decoding (see `load_audio`).
+        """
         result = FileScore(path=str(path))
         try:
-            decoded: DecodedAudio = load_audio(path, channel)
+            decoded: DecodedAudio = load_audio(path, channel, max_seconds)
             result.duration, result.sampling_rate, result.channels = (
                 decoded.duration,
                 decoded.sampling_rate,

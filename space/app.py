@@ -245,7 +245,8 @@ class SpaceScorer:
             if refused:
                 results.append(FileScore(path=str(path), error=refused))
                 continue
-            prepared = self.scorer.prepare_file(path)
+            # the limit also holds while decoding: a header need not state a length (a streamed FLAC or webm)
+            prepared = self.scorer.prepare_file(path, max_seconds=self.limits.max_seconds)
             result = prepared.result
             if result.error:  # the decoder names the server's temporary path: show the file's own name instead
                 result.error = result.error.replace(str(path), Path(path).name)

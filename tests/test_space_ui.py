@@ -190,3 +190,27 @@ def test_a_flac_without_length_in_its_header_is_scored_not_refused_as_too_long(s
     # a real over-long file is still refused before decoding
     markdown = handlers(scorer, max_seconds=1).score_one(str(LONG_CLIP))[0]
     assert "Audio is too long (7.8 s); this Space scores clips up to 1 s." in markdown
+
+
+def test_the_duration_limit_holds_while_decoding_audio_whose_header_gives_no_length(scorer, tmp_path):
+    """A few KB of FLAC without a length in its header can hold hours of silence: the Space's limit must stop the
+    decoder before the samples are in memory, not after (here 600 s of 8 kHz silence in ~115 KB, limit 60 s)."""
+    import subprocess
+
+    silence = tmp_path / "silence.wav"
+    soundfile.write(silence, np.zeros(8000 * 600, dtype=np.int16), 8000, subtype="PCM_16")
+    flac = subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(silence), "-f", "flac", "-"],
+                          capture_output=True, check=True).stdout
+    path = tmp_path / "hours.flac"
+    path.write_bytes(flac)
+    assert app.probe_duration(path) is None and len(flac) < 200_000  # ~115 KB for 10 minutes
+    (result,) = app.SpaceScorer(scorer, app.Limits(max_seconds=60), []).score_paths([str(path)])
+    assert result.mos is None and result.error == "audio is longer than 60 s, the limit here"
+    # FFmpeg's path (webm/ogg/mp3 often state no duration either) stops at the limit too
+    from distill_mos.audio import AudioFileError, load_audio
+
+    ogg = tmp_path / "long.ogg"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(silence), "-c:a", "libopus", str(ogg)], check=True)
+    with pytest.raises(AudioFileError, match="audio is longer than 60 s, the limit here"):
+        load_audio(ogg.with_suffix(".ogg"), max_seconds=60)
+    assert load_audio(path, max_seconds=700).duration == pytest.approx(600)
