@@ -349,19 +349,32 @@ class DistillMOSAttentionPooling(nn.Module):
         return self.readout(pooled).squeeze(-1)
 
 
+_TF32_LOCK = threading.Lock()
+_TF32_USERS = 0
+_TF32_SAVED: tuple[bool, bool] | None = None
+
+
 @contextlib.contextmanager
 def _tf32_off():
     """
     Exact float32 on CUDA: cuDNN runs float32 convolutions in TF32 by default (torch's `cudnn.allow_tf32 = True`),
     which moves scores by up to 8.8e-4 MOS (measured on an H200) against the original's 1e-4 parity. The flags are
-    restored afterwards.
+    global, so threads scoring at once (a Space's concurrent requests) share one off period: the first to enter saves
+    the caller's flags, the last to leave restores them.
     """
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    global _TF32_USERS, _TF32_SAVED
+    with _TF32_LOCK:
+        if _TF32_USERS == 0:
+            _TF32_SAVED = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        _TF32_USERS += 1
     try:
         yield
     finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+        with _TF32_LOCK:
+            _TF32_USERS -= 1
+            if _TF32_USERS == 0:
+                torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = _TF32_SAVED
 
 
 _SINGLE_THREADED_POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -607,7 +620,9 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         """Raises a ValueError, with what to use instead, for a model dtype that cannot run on `device`."""
         dtype = self.dtype
         if dtype not in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
-            raise ValueError(f"Distill-MOS runs in float32, bfloat16 or float16, not {dtype}; load it with dtype=torch.float32.")
+            raise ValueError(
+                f"Distill-MOS runs in float32, bfloat16, float16 or float64, not {dtype}; load it with dtype=torch.float32."
+            )
         if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported(including_emulation=False):
             raise ValueError(
                 f"{torch.cuda.get_device_name(device)} has no bfloat16 support; load the model with dtype=torch.float16 "

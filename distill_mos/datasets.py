@@ -33,9 +33,40 @@ def example_waveform(audio, channel: str | int = "first") -> tuple[np.ndarray, i
         return decoded.waveform, decoded.sampling_rate
     else:
         raise ValueError("the audio value has neither samples, bytes nor a path")
+    if data.ndim == 2 and not hasattr(audio, "get_all_samples") and data.shape[0] > data.shape[1]:
+        # more channels than samples: (samples, channels) as soundfile.read returns, not a (channels, samples) array
+        raise ValueError(
+            f"the audio array has shape {data.shape}, which looks like (samples, channels) as soundfile.read returns; "
+            "store (channels, samples) or pick one channel (x[:, 0]) or average them (x.mean(axis=1))."
+        )
     if data.ndim == 2:
         data = select_channel(data, channel)
     return data, sampling_rate
+
+
+def _check_workers_can_reload(scorer, settings: dict) -> None:
+    """
+    Raises a ValueError when `num_proc` workers, which each load their own model from `settings["location"]`, would
+    not score with exactly `scorer`'s model and settings (an in-memory or fine-tuned model, a custom window scorer,
+    float16 autocast): better no result than every row silently scored by another model.
+    """
+    from modeling_distillmos import DistillMOSModel
+
+    from .onnx_backend import OnnxWindowScorer, model_fingerprint
+
+    save_hint = "save it with model.save_pretrained(folder) and pass DistillMOSScorer.from_pretrained(folder), or drop num_proc"
+    if scorer.half:
+        raise ValueError("num_proc workers cannot reproduce half=True (float16 autocast); use dtype='float16' instead.")
+    if scorer.window_scorer is not None and not isinstance(scorer.window_scorer, OnnxWindowScorer):
+        raise ValueError("num_proc workers cannot reproduce a custom window_scorer; drop num_proc to use it.")
+    if not settings["location"]:
+        raise ValueError(f"this scorer's model was not loaded from a folder or Hub id, so workers cannot load it: {save_hint}.")
+    reloaded = DistillMOSModel.from_pretrained(settings["location"], dtype=scorer.model.dtype)
+    if model_fingerprint(reloaded) != settings["weights"]:
+        raise ValueError(
+            f"this scorer's model differs from the weights at {settings['location']} (fine-tuned or changed in memory), "
+            f"which num_proc workers would load: {save_hint}."
+        )
 
 
 def _cpu_count() -> int:
@@ -46,9 +77,15 @@ def _cpu_count() -> int:
 
 
 def _scorer_settings(scorer) -> dict:
-    """What a worker process needs to load the same scorer itself (a model cannot cross a fork onto a GPU)."""
+    """
+    What a worker process needs to load the same scorer itself (a model cannot cross a fork onto a GPU). `weights`
+    (a hash of the weights and config) also makes the map's cache fingerprint tell two models apart.
+    """
+    from .onnx_backend import model_fingerprint
+
     hop = scorer.max_window_hop
     return {
+        "weights": model_fingerprint(scorer.model),
         "location": getattr(scorer.model, "name_or_path", None) or None,
         "batch_size": scorer.batch_size,
         "window_hop": None if hop is None else hop / scorer.model.config.sampling_rate,
@@ -89,6 +126,7 @@ class _MOSMapper:
         from .scorer import DistillMOSScorer
 
         settings = dict(self.settings)
+        settings.pop("weights", None)
         device = settings.pop("device", "auto")
         if device in ("auto", "cuda") and torch.cuda.is_available():
             # the pattern of Hugging Face's dataset-tagging scripts: spread ranks over the GPUs
@@ -215,6 +253,8 @@ def add_mos_column(
         from .scorer import DistillMOSScorer
 
         scorer = DistillMOSScorer.from_pretrained(model, device=device, dtype=dtype)
+    elif scorer is not None and parallel:
+        _check_workers_can_reload(scorer, settings)
 
     features = dataset.features
     feature = features[audio_column] if features is not None else None

@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 import torch
+import soundfile
 from conftest import GENSPEECH, ROOT, require_module
 
 from distill_mos import add_mos_column
@@ -168,3 +169,43 @@ def test_worker_settings_follow_a_given_scorer(model, feature_extractor):
 
     clone = pickle.loads(pickle.dumps(mapper))  # what a worker receives: settings, no model
     assert clone.scorer is None and clone.settings == settings
+
+
+def test_num_proc_refuses_a_scorer_its_workers_could_not_reload(model, feature_extractor):
+    """Workers load their own model from the scorer's location: an in-memory or changed model must be refused, not
+    silently replaced by the released one (and the cache fingerprint must tell models apart)."""
+    import copy
+
+    import torch
+
+    from distill_mos import DistillMOSScorer
+    from distill_mos.datasets import _scorer_settings
+    from configuration_distillmos import DistillMOSConfig
+    from modeling_distillmos import DistillMOSModel
+
+    ds = audio_dataset(GOOD[:2])
+    in_memory = DistillMOSScorer(DistillMOSModel(DistillMOSConfig()).eval(), feature_extractor)  # no location at all
+    with pytest.raises(ValueError, match="not loaded from a folder or Hub id, so workers cannot load it: save it"):
+        add_mos_column(ds, scorer=in_memory, num_proc=2)
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        changed.pooling.readout.bias += 0.5  # as fine-tuning would
+    tuned = DistillMOSScorer(changed, feature_extractor)
+    with pytest.raises(ValueError, match=f"differs from the weights at {ROOT}"):
+        add_mos_column(ds, scorer=tuned, num_proc=2)
+    assert _scorer_settings(tuned)["weights"] != _scorer_settings(DistillMOSScorer(model, feature_extractor))["weights"]
+
+
+def test_a_samples_by_channels_array_is_an_error_row_not_a_two_sample_clip(scorer):
+    import numpy as np
+
+    audio, rate = soundfile.read(GOOD[0], dtype="float32")
+    stereo = np.stack([audio, audio], axis=1)  # (samples, 2), as soundfile.read returns for stereo
+    ds = datasets.Dataset.from_dict({"audio": [{"array": stereo, "sampling_rate": rate}, {"array": stereo.T, "sampling_rate": rate}]})
+    rows = list(add_mos_column(ds, scorer=scorer).select_columns(["mos", "mos_error"]))
+    assert rows[0]["mos"] is None
+    assert rows[0]["mos_error"] == (
+        f"the audio array has shape {stereo.shape}, which looks like (samples, channels) as soundfile.read returns; "
+        "store (channels, samples) or pick one channel (x[:, 0]) or average them (x.mean(axis=1))."
+    )
+    assert rows[1]["mos_error"] is None and rows[1]["mos"] == pytest.approx(scorer.score_array(audio, rate).mos, abs=1e-5)

@@ -144,5 +144,13 @@ def test_tf32_guard_restores_the_callers_flags():
         with _tf32_off():
             assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (False, False)
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+        # overlapping users (threads scoring at once): TF32 stays off until the last one leaves
+        first, second = _tf32_off(), _tf32_off()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert torch.backends.cudnn.allow_tf32 is False
+        second.__exit__(None, None, None)
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
