@@ -466,6 +466,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--ray-actors must be at least 1, got {args.ray_actors}")
         if args.ray_actors is not None and ray_address is None:
             raise UsageError("--ray-actors needs --ray")
+        if ray_address and (args.backend != "torch" or args.onnx_path or args.half):
+            raise UsageError(
+                "--ray scores with the torch backend in each actor: drop --backend onnx, --onnx-path and --half "
+                "(--dtype float16 runs float16 on GPUs)"
+            )
         if args.file_list is not None and not args.file_list.is_file():
             raise UsageError(f"{args.file_list}: file list not found")
         try:
@@ -540,6 +545,13 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         kept = f"; the rows written so far are in {output.partial} (--resume continues)" if output.partial else ""
         return output_error(f"cannot write {target}: {error.strerror or error}{kept}")
+    except Exception as error:  # noqa: BLE001 - a Ray job's failure (actors, cluster): one line, not Ray's pages
+        if not ray_address:
+            raise
+        text = str(error).strip()
+        first = text.splitlines()[0] if text else ""
+        kept = f"; the rows so far are in {output.partial} (--resume continues)" if output.partial and written else ""
+        return output_error(f"the Ray job failed ({type(error).__name__}: {first}){kept}")
     finally:
         if progress:
             progress.close()

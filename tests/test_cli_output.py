@@ -258,3 +258,25 @@ def test_dtype_reaches_the_scorer(monkeypatch, capsys):
     fp32 = float(next(csv.DictReader(capsys.readouterr().out.splitlines()))["mos"])
     assert loaded[-1].dtype == torch.float32
     assert abs(bf16 - fp32) < 0.2  # a lower precision, not another model
+
+
+def test_ray_refuses_options_it_would_ignore_and_reports_a_failed_job_in_one_line(monkeypatch, tmp_path, capsys):
+    from distill_mos import cli
+
+    for extra in (["--backend", "onnx"], ["--half"], ["--onnx-path", "x.onnx"]):
+        assert main([str(DIR3 / "ref.wav"), "--ray", *extra]) == 2
+        assert "--ray scores with the torch backend in each actor: drop --backend onnx, --onnx-path and --half" in (
+            capsys.readouterr().err
+        )
+
+    def failing(*args, **kwargs):  # what an actor's failure surfaces as, after Ray's retries
+        raise RuntimeError("ActorDiedError: the actor died unexpectedly\n  ... pages of Ray traceback ...")
+        yield
+
+    monkeypatch.setattr(cli, "_connect_ray", lambda address: False)
+    monkeypatch.setattr(cli, "_score_ray", failing)
+    out = tmp_path / "scores.csv"
+    assert main([str(DIR3 / "ref.wav"), "--ray", "-o", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == "distill-mos: error: the Ray job failed (RuntimeError: ActorDiedError: the actor died unexpectedly)\n"
+    assert not out.exists()  # nothing that looks like a complete output
