@@ -5,6 +5,9 @@ Fine-tune Distill-MOS on your own listening test, with `transformers.Trainer` an
     python -m distill_mos.finetune --labels ratings.csv --output-dir runs/mine          # saves runs/mine/model/
 
 or from Python: `distill_mos.finetune.finetune("ratings.csv", "runs/mine", cv=5, group_column="item")`.
+
+Runs from a checkout of this repository (`pip install -e ".[finetune]"`): it reads labels with `eval/benchmark.py` and
+computes figures with the `eval/mos_metrics` module, which a non-editable install does not carry.
 """
 
 import csv
