@@ -89,11 +89,15 @@ def select_channel(samples: np.ndarray, channel: str | int = "first") -> np.ndar
     return samples[index]
 
 
+# How `load_audio(max_seconds=...)` begins its refusal, for callers that word it their own way (the Space).
+TOO_LONG_PREFIX = "audio is longer than"
+
+
 class _TooLong(Exception):
     """The audio runs past `max_seconds`: a verdict on the file, not a decoder failure to retry with another one."""
 
     def __init__(self, max_seconds: float):
-        super().__init__(f"audio is longer than {max_seconds:g} s, the limit here")
+        super().__init__(f"{TOO_LONG_PREFIX} {max_seconds:g} s, the limit here")
 
 
 def _decode_soundfile(

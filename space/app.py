@@ -47,6 +47,7 @@ import pandas as pd  # noqa: E402
 
 from configuration_distillmos import DistillMOSConfig  # noqa: E402
 from distill_mos import DistillMOSScorer, FileScore  # noqa: E402
+from distill_mos.audio import TOO_LONG_PREFIX  # noqa: E402
 
 logger = logging.getLogger("distill_mos.space")
 
@@ -226,9 +227,11 @@ class SpaceScorer:
             return self._too_long(duration)
         return None
 
-    def _too_long(self, duration: float) -> str:
+    def _too_long(self, duration: float | None) -> str:
+        """The refusal of audio over the limit; `duration` None when the decoder stopped at the limit."""
+        length = f"{duration:.1f} s" if duration is not None else f"over {_format_seconds(self.limits.max_seconds)}"
         return (
-            f"audio is too long ({duration:.1f} s); this Space scores clips up to "
+            f"audio is too long ({length}); this Space scores clips up to "
             f"{_format_seconds(self.limits.max_seconds)}. Cut it, or use the distill-mos command line tool, "
             "which has no limit"
         )
@@ -250,6 +253,8 @@ class SpaceScorer:
             result = prepared.result
             if result.error:  # the decoder names the server's temporary path: show the file's own name instead
                 result.error = result.error.replace(str(path), Path(path).name)
+            if result.error and result.error.startswith(TOO_LONG_PREFIX):  # stopped while decoding, in our words
+                result.error = self._too_long(None)
             if result.error is None and result.duration is not None and result.duration > self.limits.max_seconds:
                 result.error = self._too_long(result.duration)
                 prepared.waveform = None

@@ -205,7 +205,10 @@ def test_the_duration_limit_holds_while_decoding_audio_whose_header_gives_no_len
     path.write_bytes(flac)
     assert app.probe_duration(path) is None and len(flac) < 200_000  # ~115 KB for 10 minutes
     (result,) = app.SpaceScorer(scorer, app.Limits(max_seconds=60), []).score_paths([str(path)])
-    assert result.mos is None and result.error == "audio is longer than 60 s, the limit here"
+    assert result.mos is None and result.error == (
+        "audio is too long (over 60 s); this Space scores clips up to 60 s. Cut it, or use the distill-mos command "
+        "line tool, which has no limit"
+    )
     # FFmpeg's path (webm/ogg/mp3 often state no duration either) stops at the limit too
     from distill_mos.audio import AudioFileError, load_audio
 
