@@ -454,20 +454,13 @@ def test_saved_model_is_a_complete_repository_that_scores_as_in_memory(tmp_path,
 
 def _space_app():
     """space/app.py as a module (a script folder, not a package), or None without gradio."""
-    import importlib.util
-    import sys
-
     try:
         import gradio  # noqa: F401
     except ImportError:
         return None
-    name = "distill_mos_space_app"  # the name tests/test_space_app.py loads it under: one copy per session
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "space" / "app.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    from test_space_app import load_space_app  # one loader, one copy of the app per session
+
+    return load_space_app()
 
 
 def test_model_card_quotes_the_cross_validated_figures_beside_the_released_model():
