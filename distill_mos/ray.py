@@ -23,10 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+# Columns of `score_files_with_ray` rows: the command line tool's (cli imports no torch).
+from .cli import COLUMNS as FILE_COLUMNS
+
 # Input columns the predictor understands, in the order it looks for them (see `DistillMOSPredictor`).
 INPUT_COLUMNS = ("audio", "bytes", "array", "path", "file")
-# Columns of `score_files_with_ray` rows: the command line tool's.
-FILE_COLUMNS = ["file", "mos", "duration_s", "sampling_rate", "channels", "error", "warning"]
 
 
 def init_ray(address: str | None = None, **init_kwargs) -> bool:

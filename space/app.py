@@ -48,6 +48,7 @@ import pandas as pd  # noqa: E402
 from configuration_distillmos import DistillMOSConfig  # noqa: E402
 from distill_mos import DistillMOSScorer, FileScore  # noqa: E402
 from distill_mos.audio import TOO_LONG_PREFIX  # noqa: E402
+from distill_mos.scorer import DTYPE_NAMES  # noqa: E402
 
 logger = logging.getLogger("distill_mos.space")
 
@@ -56,7 +57,7 @@ WINDOW_SECONDS = DistillMOSConfig().window_seconds  # 7.68 s, from the model's c
 ACR_LABELS = ("bad", "poor", "fair", "good", "excellent")
 MODEL_ID = "distill-mos/distill-mos-v7"
 TABLE_COLUMNS = ["file", "MOS", "quality", "duration (s)", "error"]
-DTYPES = ("float32", "bfloat16", "float16", "auto")
+DTYPES = (*DTYPE_NAMES, "auto")  # what DistillMOSScorer.from_pretrained(dtype=...) takes
 CSV_COLUMNS = ["file", "mos", "quality", "duration_s", "sampling_rate", "channels", "error", "warning"]
 
 
@@ -255,9 +256,6 @@ class SpaceScorer:
                 result.error = result.error.replace(str(path), Path(path).name)
             if result.error and result.error.startswith(TOO_LONG_PREFIX):  # stopped while decoding, in our words
                 result.error = self._too_long(None)
-            if result.error is None and result.duration is not None and result.duration > self.limits.max_seconds:
-                result.error = self._too_long(result.duration)
-                prepared.waveform = None
             results.append(result)
             if prepared.waveform is not None:
                 ready.append(prepared)

@@ -68,13 +68,6 @@ def base_model():
 
 
 @pytest.fixture(scope="module")
-def feature_extractor():
-    from feature_extraction_distillmos import DistillMOSFeatureExtractor
-
-    return DistillMOSFeatureExtractor.from_pretrained(str(ROOT))
-
-
-@pytest.fixture(scope="module")
 def prepared(base_model, feature_extractor):
     """All 16 bundled rated clips with their cached convolutional features (computed once for the module)."""
     clips = [LabelledClip(Path(r["file"]).name, r["mos"], r["mos"], r["file"], r["group"]) for r in rated_rows()]
