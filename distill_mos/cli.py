@@ -20,12 +20,19 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .audio import AUDIO_SUFFIXES
+from .columns import COLUMNS, DTYPE_CHOICES, WINDOW_COLUMNS
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-COLUMNS = ["file", "mos", "duration_s", "sampling_rate", "channels", "error", "warning"]
-WINDOW_COLUMNS = ["window_scores", "window_starts"]
 PROGRESS_MIN_FILES = 4
-DTYPES = ["float32", "bfloat16", "float16", "auto"]
+DTYPES = DTYPE_CHOICES
+# `distill-mos NAME ...`: commands other than scoring, each a module with `main(argv) -> int`, imported only when
+# named (so that `distill-mos --help` stays fast). A file or folder of that name is still scored: `./report`.
+SUBCOMMANDS = {
+    "report": "distill_mos.report_cli",
+    "compare-systems": "distill_mos.compare_cli",
+    "calibrate": "distill_mos.calibrate_cli",
+    "conformance": "distill_mos.conformance",
+}
 PARTIAL_SUFFIX = ".partial"
 # `--ray ADDRESS`: what Ray's `ray.init(address=...)` accepts; anything else after --ray is taken for an input.
 _RAY_ADDRESS = re.compile(r"^(auto|local|ray://\S+|[\w.\-\[\]:]+:\d+)$")
@@ -207,7 +214,7 @@ def _row(result, windows: bool) -> dict:
     }
     if windows:
         row["window_scores"] = [round(s, 6) for s in result.window_scores]
-        row["window_starts"] = [round(s, 4) for s in result.window_starts]
+        row["window_start_times"] = [round(s, 4) for s in result.window_start_times]
     return row
 
 
@@ -425,7 +432,7 @@ def _score_ray(args, files: list[str], problems: dict[str, str], channel, addres
         yield FileScore(
             path=row["file"], mos=row["mos"], duration=row["duration_s"], sampling_rate=row["sampling_rate"],
             channels=row["channels"], error=row["error"], warning=row["warning"],
-            window_scores=list(row.get("window_scores") or []), window_starts=list(row.get("window_starts") or []),
+            window_scores=list(row.get("window_scores") or []), window_start_times=list(row.get("window_start_times") or []),
         )
 
 
@@ -569,8 +576,18 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_FAILED_FILES if failures else EXIT_OK
 
 
+def dispatch(argv: list[str] | None = None) -> int:
+    """`distill-mos [SUBCOMMAND] ...`: a subcommand's module when the first argument names one, else scoring."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+    return main(argv)
+
+
 def console_main() -> None:
-    sys.exit(main())
+    sys.exit(dispatch())
 
 
 if __name__ == "__main__":

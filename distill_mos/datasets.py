@@ -177,7 +177,7 @@ class _MOSMapper:
         }
         if self.windows:
             out[f"{column}_window_scores"] = [scores[i].window_scores if i in scores else None for i in range(len(prepared))]
-            out[f"{column}_window_starts"] = [scores[i].window_starts if i in scores else None for i in range(len(prepared))]
+            out[f"{column}_window_start_times"] = [scores[i].window_start_times if i in scores else None for i in range(len(prepared))]
         return out
 
 
@@ -188,7 +188,7 @@ def output_features(column: str = "mos", windows: bool = False) -> dict:
     features = {column: Value("float32"), f"{column}_error": Value("string")}
     if windows:
         features[f"{column}_window_scores"] = List(Value("float32"))
-        features[f"{column}_window_starts"] = List(Value("float32"))
+        features[f"{column}_window_start_times"] = List(Value("float32"))
     return features
 
 
@@ -209,7 +209,7 @@ def add_mos_column(
     """
     Adds a `column` of predicted MOS (float32, None where the audio could not be scored) and `<column>_error` (the
     reason, else None) to a `datasets.Dataset` or `datasets.IterableDataset` (streaming) with an `Audio` column at
-    any sampling rate. With `windows=True` it also adds `<column>_window_scores` and `<column>_window_starts`
+    any sampling rate. With `windows=True` it also adds `<column>_window_scores` and `<column>_window_start_times`
     (seconds). A bad row (missing, corrupt, empty, NaN audio) anywhere, even every row, gives None and its reason;
     the others are scored.
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 # Columns of `score_files_with_ray` rows: the command line tool's (cli imports no torch).
-from .cli import COLUMNS as FILE_COLUMNS
+from .columns import COLUMNS as FILE_COLUMNS
 
 # Input columns the predictor understands, in the order it looks for them (see `DistillMOSPredictor`).
 INPUT_COLUMNS = ("audio", "bytes", "array", "path", "file")
@@ -77,7 +77,7 @@ class DistillMOSPredictor:
     Output: the input columns (minus `audio`/`bytes`/`array` unless `keep_audio`) plus `<column>` (float MOS 1..5,
     None when the row could not be scored), `<column>_error` (the reason, else None), `<column>_warning` (silent,
     very short or truncated audio, else None), with `windows=True` `<column>_window_scores` and
-    `<column>_window_starts` (seconds), and with `file_details=True` the command line tool's `duration_s`,
+    `<column>_window_start_times` (seconds), and with `file_details=True` the command line tool's `duration_s`,
     `sampling_rate` and `channels` of what was decoded.
 
     Args:
@@ -182,8 +182,8 @@ class DistillMOSPredictor:
             if isinstance(score, str):
                 p.result.error = score
             else:
-                p.result.mos, p.result.window_scores, p.result.window_starts = (
-                    score.mos, score.window_scores, score.window_starts
+                p.result.mos, p.result.window_scores, p.result.window_start_times = (
+                    score.mos, score.window_scores, score.window_start_times
                 )
         results = [p.result for p in prepared]
 
@@ -200,8 +200,8 @@ class DistillMOSPredictor:
             new[f"{c}_window_scores"] = pa.array(
                 [r.window_scores if r.mos is not None else None for r in results], pa.list_(pa.float64())
             )
-            new[f"{c}_window_starts"] = pa.array(
-                [r.window_starts if r.mos is not None else None for r in results], pa.list_(pa.float64())
+            new[f"{c}_window_start_times"] = pa.array(
+                [r.window_start_times if r.mos is not None else None for r in results], pa.list_(pa.float64())
             )
         if self.file_details:
             new["duration_s"] = pa.array([r.duration for r in results], pa.float64())
@@ -273,7 +273,7 @@ def score_files_with_ray(
 ) -> Iterator[dict]:
     """
     Scores files on a Ray cluster (a local instance when `address` is None) and yields one dict per file, in input
-    order, with the command line tool's columns (`FILE_COLUMNS`, plus `window_scores` / `window_starts` with
+    order, with the command line tool's columns (`FILE_COLUMNS`, plus `window_scores` / `window_start_times` with
     `windows=True`). `predictor_kwargs` go to `DistillMOSPredictor` (model, device, batch_size, window_hop,
     channel, windows, dtype).
     """
@@ -297,7 +297,7 @@ def score_files_with_ray(
             }
             if windows:
                 out["window_scores"] = row["mos_window_scores"] or []
-                out["window_starts"] = row["mos_window_starts"] or []
+                out["window_start_times"] = row["mos_window_start_times"] or []
             yield out
 
 

@@ -84,7 +84,7 @@ class Score:
 
     mos: float
     window_scores: list[float] = field(default_factory=list)
-    window_starts: list[float] = field(default_factory=list)
+    window_start_times: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -97,7 +97,7 @@ class FileScore:
     sampling_rate: int | None = None
     channels: int | None = None
     window_scores: list[float] = field(default_factory=list)
-    window_starts: list[float] = field(default_factory=list)
+    window_start_times: list[float] = field(default_factory=list)
     error: str | None = None
     warning: str | None = None
 
@@ -233,7 +233,7 @@ class DistillMOSScorer:
                 scores[index] = Score(
                     mos=float(output.mos[row]),
                     window_scores=output.window_scores[row][mask].tolist(),
-                    window_starts=output.window_start_times[row][mask].tolist(),
+                    window_start_times=output.window_start_times[row][mask].tolist(),
                 )
         return scores
 
@@ -332,10 +332,10 @@ class DistillMOSScorer:
             if isinstance(score, str):
                 p.result.error = score
             else:
-                p.result.mos, p.result.window_scores, p.result.window_starts = (
+                p.result.mos, p.result.window_scores, p.result.window_start_times = (
                     score.mos,
                     score.window_scores,
-                    score.window_starts,
+                    score.window_start_times,
                 )
         for p in prepared:
             yield p.result

@@ -269,7 +269,7 @@ class SpaceScorer:
             else:
                 p.result.mos = score.mos
                 p.result.window_scores = score.window_scores
-                p.result.window_starts = score.window_starts
+                p.result.window_start_times = score.window_start_times
         return results
 
     def score_path(self, path: str) -> FileScore:
@@ -321,7 +321,7 @@ def _sentence(text: str) -> str:
 def window_centres(result: FileScore) -> list[float]:
     """Centre time (seconds) of each scored window; a clip shorter than a window has its window's centre mid-clip."""
     width = min(WINDOW_SECONDS, result.duration or WINDOW_SECONDS)
-    return [start + width / 2 for start in result.window_starts]
+    return [start + width / 2 for start in result.window_start_times]
 
 
 # --- the per-window plot ------------------------------------------------------------------------------------------
@@ -455,7 +455,7 @@ def details(result: FileScore, example: Example | None = None) -> dict:
         "sampling_rate": result.sampling_rate,
         "channels": result.channels,
         "window_scores": [round(s, 4) for s in result.window_scores],
-        "window_starts": [round(s, 4) for s in result.window_starts],
+        "window_start_times": [round(s, 4) for s in result.window_start_times],
         "error": result.error,
         "warning": result.warning,
     }

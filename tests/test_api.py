@@ -103,7 +103,7 @@ def test_fast_mode_uses_fewer_windows(model, feature_extractor):
     exact = DistillMOSScorer(model, feature_extractor).score_array(waveform, 16000)
     fast = DistillMOSScorer(model, feature_extractor, window_hop=4.0).score_array(waveform, 16000)
     assert (len(exact.window_scores), len(fast.window_scores)) == (87, 23)  # 93.6 s: 1 s vs 4 s apart at most
-    assert np.diff(fast.window_starts).max() <= 4.0 + 1e-6
+    assert np.diff(fast.window_start_times).max() <= 4.0 + 1e-6
     # 18 clips of different codecs spliced twice (quality changes every ~8 s, the worst case for sparse windows):
     # measured +0.1031 MOS (AMD EPYC); a property of the window plan, float noise across CPUs is ~1e-6
     assert fast.mos - exact.mos == pytest.approx(0.1031, abs=0.002)
@@ -161,7 +161,7 @@ def test_add_mos_column_with_windows_and_other_names(scorer, audio_dataset):
     renamed = audio_dataset.rename_column("audio", "speech").select([0])
     scored = add_mos_column(renamed, scorer=scorer, audio_column="speech", column="quality", windows=True)
     row = scored[0]
-    assert row["quality_window_starts"] == pytest.approx([0.0, 0.12], abs=1e-3)  # 7.8 s clip: two windows
+    assert row["quality_window_start_times"] == pytest.approx([0.0, 0.12], abs=1e-3)  # 7.8 s clip: two windows
     assert np.mean(row["quality_window_scores"]) == pytest.approx(row["quality"], abs=1e-5)
     with pytest.raises(ValueError, match="no column 'audio'"):
         add_mos_column(renamed, scorer=scorer)

@@ -190,7 +190,7 @@ def test_jsonl_output_with_windows(capsys, scorer, tmp_path):
     [row] = [json.loads(line) for line in out.read_text().splitlines()]
     [expected] = scorer.score_files([DIR3 / "lpcnu.wav"])
     assert row["mos"] == pytest.approx(expected.mos, abs=1e-5)
-    assert row["window_starts"] == pytest.approx(expected.window_starts, abs=1e-4)
+    assert row["window_start_times"] == pytest.approx(expected.window_start_times, abs=1e-4)
     assert len(row["window_scores"]) == 2  # 7.8 s: two windows
     assert row["sampling_rate"] == 16000 and row["channels"] == 1 and row["error"] is None
 

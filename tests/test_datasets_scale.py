@@ -45,7 +45,7 @@ def check(scored, files, expected, windows=False):
             assert row["mos_error"] is None, row["mos_error"]
             assert row["mos"] == pytest.approx(expected[row["file"]], abs=1e-5)
             if windows:
-                assert len(row["mos_window_scores"]) == len(row["mos_window_starts"]) == 2  # 7.8 s: two windows
+                assert len(row["mos_window_scores"]) == len(row["mos_window_start_times"]) == 2  # 7.8 s: two windows
         else:
             assert row["mos"] is None and row["mos_error"], row
             if windows:

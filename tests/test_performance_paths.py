@@ -174,7 +174,7 @@ def test_fast_mode_option_of_the_scorer(model, feature_extractor):
     scorer = DistillMOSScorer(model, feature_extractor, window_hop=7.68)
     assert scorer.max_window_hop == 122880
     score = scorer.score_array(speech(20.0)[0].numpy(), 16000)
-    assert len(score.window_scores) == 3 and score.window_starts[-1] == pytest.approx(20.0 - 7.68)
+    assert len(score.window_scores) == 3 and score.window_start_times[-1] == pytest.approx(20.0 - 7.68)
 
 
 def test_half_needs_cuda(model, feature_extractor):

@@ -69,7 +69,7 @@ def test_one_clip_shows_the_library_score_label_plot_and_what_was_read(scorer):
     # the SVG's points, read back from their tooltips: "<name>: <centre> s, MOS <score>", two decimals
     points = re.findall(r"<title>opus\.wav: ([\d.]+) s, MOS ([\d.]+)</title>", plot.value)
     assert [float(m) for _, m in points] == pytest.approx(expected.window_scores, abs=0.0051)
-    assert [float(t) for t, _ in points] == pytest.approx([s + 7.68 / 2 for s in expected.window_starts], abs=0.0051)
+    assert [float(t) for t, _ in points] == pytest.approx([s + 7.68 / 2 for s in expected.window_start_times], abs=0.0051)
 
 
 def test_one_window_clip_has_no_plot(scorer):

@@ -173,14 +173,14 @@ def read_plot(page, selector: str) -> dict[str, list[tuple[float, float]]]:
 def _expected_points(result: dict) -> list[tuple[float, float]]:
     """(window centre s, MOS) of an API answer (`/predict`, or one clip of `/compare`)."""
     half = min(7.68, result["duration_s"]) / 2
-    return [(start + half, score) for start, score in zip(result["window_starts"], result["window_scores"])]
+    return [(start + half, score) for start, score in zip(result["window_start_times"], result["window_scores"])]
 
 
 def _assert_plot_shows(page, selector: str, expected: dict, timeout_ms: int = 10_000) -> None:
     """The plot in `selector` draws exactly `expected` ({series: API answer or FileScore}), read back from the page."""
     wanted = {
         name: _expected_points(r if isinstance(r, dict) else {
-            "duration_s": r.duration, "window_starts": r.window_starts, "window_scores": r.window_scores})
+            "duration_s": r.duration, "window_start_times": r.window_start_times, "window_scores": r.window_scores})
         for name, r in expected.items()
     }
     total = sum(len(points) for points in wanted.values())

@@ -96,7 +96,7 @@ def test_compare_api_through_gradio_client(scorer, client, tmp_path):  # noqa: F
     for key, expected in (("a", a), ("b", b)):
         assert result[key]["mos"] == pytest.approx(expected.mos, abs=1e-4)
         assert result[key]["window_scores"] == pytest.approx(expected.window_scores, abs=1e-4)
-        assert result[key]["window_starts"] == pytest.approx(expected.window_starts, abs=1e-4)
+        assert result[key]["window_start_times"] == pytest.approx(expected.window_start_times, abs=1e-4)
     assert (result["a"]["file"], result["b"]["file"]) == ("speex.wav", "opus.wav")
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")

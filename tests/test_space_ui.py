@@ -36,7 +36,7 @@ def test_plot_draws_the_window_scores_of_this_result(scorer):
     ticks = [(float(x), float(label)) for x, label in X_TICK.findall(plot.value)]
     (x0, t0), (x1, t1) = ticks[0], ticks[-1]
     top, bottom = app.PLOT_MARGIN["top"], app.PLOT_HEIGHT - app.PLOT_MARGIN["bottom"]
-    for (series, cx, cy), start, score in zip(points, expected.window_starts, expected.window_scores):
+    for (series, cx, cy), start, score in zip(points, expected.window_start_times, expected.window_scores):
         assert series == LONG_CLIP.name
         assert t0 + (float(cx) - x0) * (t1 - t0) / (x1 - x0) == pytest.approx(start + 7.68 / 2, abs=0.01)
         assert 5 - 4 * (float(cy) - top) / (bottom - top) == pytest.approx(score, abs=1e-3)
