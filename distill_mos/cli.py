@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .audio import AUDIO_SUFFIXES
 from .columns import COLUMNS, DTYPE_CHOICES, WINDOW_COLUMNS
+from .results import FileScore, file_row, from_file_row
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 PROGRESS_MIN_FILES = 4
@@ -202,22 +203,6 @@ def _parse_channel(value: str) -> str | int:
 # --- output ---------------------------------------------------------------------------------------------------------
 
 
-def _row(result, windows: bool) -> dict:
-    row = {
-        "file": result.path,
-        "mos": None if result.mos is None else round(result.mos, 6),
-        "duration_s": None if result.duration is None else round(result.duration, 4),
-        "sampling_rate": result.sampling_rate,
-        "channels": result.channels,
-        "error": result.error,
-        "warning": result.warning,
-    }
-    if windows:
-        row["window_scores"] = [round(s, 6) for s in result.window_scores]
-        row["window_start_times"] = [round(s, 4) for s in result.window_start_times]
-    return row
-
-
 class _Writer:
     """Writes rows as they come (CSV or JSON Lines), flushed one by one, so an interrupted run keeps what it scored."""
 
@@ -393,14 +378,10 @@ def _load_scorer(args):
 
 
 def _score_local(scorer, files: list[str], problems: dict[str, str], channel) -> Iterator:
-    import torch
+    from .scorer import Item
 
-    from .scorer import FileScore
-
-    results = scorer.score_files([f for f in files if f not in problems], channel=channel)
-    with torch.inference_mode():
-        for file in files:
-            yield FileScore(path=file, error=problems[file]) if file in problems else next(results)
+    items = (Item.failed(file, problems[file]) if file in problems else Item.file(file) for file in files)
+    return scorer.score_items(items, channel)
 
 
 def _connect_ray(address: str) -> bool:
@@ -417,7 +398,6 @@ def _connect_ray(address: str) -> bool:
 
 def _score_ray(args, files: list[str], problems: dict[str, str], channel, address: str) -> Iterator:
     from .ray import score_files_with_ray
-    from .scorer import FileScore
 
     rows = score_files_with_ray(
         [f for f in files if f not in problems], address=None if address == "local" else address,
@@ -425,15 +405,7 @@ def _score_ray(args, files: list[str], problems: dict[str, str], channel, addres
         window_hop=args.window_hop, channel=channel, windows=args.windows, dtype=args.dtype,
     )
     for file in files:
-        if file in problems:
-            yield FileScore(path=file, error=problems[file])
-            continue
-        row = next(rows)
-        yield FileScore(
-            path=row["file"], mos=row["mos"], duration=row["duration_s"], sampling_rate=row["sampling_rate"],
-            channels=row["channels"], error=row["error"], warning=row["warning"],
-            window_scores=list(row.get("window_scores") or []), window_start_times=list(row.get("window_start_times") or []),
-        )
+        yield FileScore(path=file, error=problems[file]) if file in problems else from_file_row(next(rows))
 
 
 def _quiet_stdout() -> None:
@@ -527,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"error: {result.path}: {result.error}")
             if not args.quiet and result.warning:
                 say(f"warning: {result.path}: {result.warning}")
-            writer.write(_row(result, args.windows))
+            writer.write(file_row(result, args.windows))
             written += 1
             if progress:
                 progress.update()

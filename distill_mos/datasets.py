@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .audio import AudioFileError, decode_bytes, load_audio, select_channel
+from .audio import decode_bytes, load_audio, select_channel
 
 
 def example_waveform(audio, channel: str | int = "first") -> tuple[np.ndarray, int]:
@@ -147,38 +147,12 @@ class _MOSMapper:
         return self._thread.submit(self._score, batch).result()
 
     def _score(self, batch: dict) -> dict:
-        import torch
+        from .results import result_columns
+        from .scorer import Item
 
-        scorer, column = self.scorer, self.column
-        prepared, errors = [], []
-        for audio in batch[self.audio_column]:
-            try:
-                waveform, sampling_rate = example_waveform(audio, self.channel)
-                prepared.append(scorer.prepare(waveform, sampling_rate))
-                errors.append(None)
-            except AudioFileError as error:  # the row names its file already: keep the reason
-                prepared.append(None)
-                errors.append(error.reason)
-            except Exception as error:  # noqa: BLE001 - a bad row must not lose the others' scores
-                prepared.append(None)
-                errors.append(str(error).replace("the clip ", "", 1))
-        good = [i for i, w in enumerate(prepared) if w is not None]
-        scores = {}
-        with torch.inference_mode():
-            results = scorer.score_prepared_each([prepared[i] for i in good]) if good else []
-        for i, score in zip(good, results):
-            if isinstance(score, str):
-                errors[i] = score
-            else:
-                scores[i] = score
-        out = {
-            column: [scores[i].mos if i in scores else None for i in range(len(prepared))],
-            f"{column}_error": errors,
-        }
-        if self.windows:
-            out[f"{column}_window_scores"] = [scores[i].window_scores if i in scores else None for i in range(len(prepared))]
-            out[f"{column}_window_start_times"] = [scores[i].window_start_times if i in scores else None for i in range(len(prepared))]
-        return out
+        items = [Item.audio(audio) for audio in batch[self.audio_column]]
+        results = list(self.scorer.score_items(items, self.channel))
+        return result_columns(results, self.column, windows=self.windows, warnings=False)
 
 
 def output_features(column: str = "mos", windows: bool = False) -> dict:
