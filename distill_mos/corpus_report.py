@@ -150,7 +150,7 @@ def _read_table(path: Path) -> tuple[pd.DataFrame, dict | None]:
         if suffix == ".parquet" or (path.is_dir() and any(path.rglob("*.parquet"))):
             return pd.read_parquet(path), _parquet_provenance(path)
         if suffix in (".jsonl", ".json", ".ndjson"):
-            return pd.read_json(path, lines=True, dtype=False, convert_dates=False), None
+            return pd.read_json(path, lines=True, dtype=False), None
         # keep_default_na=False: a file named "NA" stays a name; only empty cells are missing
         return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"file": str, "path": str}), None
     except (ValueError, OSError, UnicodeDecodeError) as error:
