@@ -78,9 +78,11 @@ def _first(names: Sequence[str], *candidates: str) -> str | None:
 
 
 def _text(values: pd.Series) -> pd.Series:
-    """Strings, with empty cells (CSV) and missing values as None."""
-    out = values.astype(object).where(values.notna(), None)
-    return out.map(lambda v: None if v is None or v == "" else str(v))
+    """Text cells as an object Series, with empty cells (CSV) and missing values as None (vectorized: 1M rows)."""
+    cells = values.to_numpy(dtype=object, na_value=None).copy()
+    empty = pd.isna(cells) | (cells == "")
+    cells[empty] = None
+    return pd.Series(cells, index=values.index, dtype=object)
 
 
 def normalize(frame: pd.DataFrame, source: str, column: str = "mos") -> pd.DataFrame:
@@ -342,13 +344,14 @@ def kept_at(mos: np.ndarray, duration_s: np.ndarray, thresholds: np.ndarray) -> 
 
 def _folder_of(files: pd.Series) -> pd.Series:
     """Each file's folder, relative to the folder all files share (so groups read 'speaker1', not '/data/.../speaker1')."""
-    folders = files.fillna("").str.replace("\\", "/", regex=False).str.rpartition("/")[0]
-    unique = [f for f in folders.unique() if f]
-    if len(unique) > 1:
-        common = os.path.commonpath(unique)
-        if common:
-            folders = folders.map({f: (os.path.relpath(f, common) if f else f) for f in folders.unique()})
-    return folders.replace("", ".")
+    # plain str.rpartition over the values: several times faster than pandas' string accessor on 1M paths
+    codes, unique = pd.factorize(
+        pd.Series([f.replace("\\", "/").rpartition("/")[0] if isinstance(f, str) else "" for f in files], dtype=object)
+    )
+    named = [f for f in unique if f]
+    common = os.path.commonpath(named) if len(named) > 1 else ""
+    shown = np.array([(os.path.relpath(f, common) if common else f) if f else "." for f in unique], dtype=object)
+    return pd.Series(shown[codes], index=files.index, dtype=object)
 
 
 def _groups(frame: pd.DataFrame, group_by: str, threshold: float, has_durations: bool) -> pd.DataFrame:
