@@ -582,7 +582,7 @@ def _audio_src(r: CorpusReport, row: int, file: str | None, html_dir: Path, embe
         mime = mimetypes.guess_type(file or "clip.wav")[0] or "audio/wav"
         return f"data:{mime};base64," + base64.b64encode(data).decode()
     if path is not None and path.is_file():
-        relative = os.path.relpath(path.resolve(), html_dir.resolve())
+        relative = os.path.relpath(os.path.abspath(path), os.path.abspath(html_dir))  # not resolve(): a symlinked folder stays as written
         return urllib.parse.quote(Path(relative).as_posix())
     return None
 

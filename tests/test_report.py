@@ -296,3 +296,18 @@ def test_html_in_chromium(corpus, tmp_path):
     (scores.parent / worst).unlink()
     gone = corpus_report.to_html(corpus_report.report(scores), out / "gone.html")
     assert "audio not found" in gone and f'src="../audio/{worst}"' not in gone
+
+
+def test_readme_section_python_runs(tmp_path, monkeypatch):
+    """The README's "Reports and system comparison" Python blocks, as written, on a scores.csv in the working folder."""
+    import re
+
+    section = (ROOT / "README.md").read_text().split("## Reports and system comparison", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    _write_csv(tmp_path / "scores.csv", _rows())
+    for block in blocks:
+        namespace = {}
+        exec(compile(block, "README", "exec"), namespace)
+    assert namespace["c"].pairs[0].mean_difference == pytest.approx(0.7)
