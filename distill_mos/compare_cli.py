@@ -83,6 +83,8 @@ def _scores_of_file(path: Path, key: str | None) -> dict[str, dict[str, float | 
         column = key or ("item" if "item" in rows.columns else None)
         if column is not None and column not in rows.columns:
             raise ValueError(f"{path}: --key {column!r}: no such column ({list(rows.columns)})")
+        if column is None and rows["file"].isna().any():
+            raise ValueError(f"{path}: row {rows.index[rows['file'].isna()][0] + 1} has no file to pair it by")
         items = rows[column].astype(str).tolist() if column else _relative_keys(rows["file"].tolist())
         if len(set(items)) < len(items):
             raise ValueError(f"{path}: system {system or path.stem}: an item appears twice ({column or 'file'}); each needs one score")

@@ -44,6 +44,8 @@ BANDS = ((1.0, 2.0), (2.0, 3.0), (3.0, 4.0), (4.0, 5.0))  # listening samples: [
 EMBED_MAX_SECONDS = 30.0
 EMBED_MAX_BYTES = 5_000_000
 CANONICAL = ["file", "mos", "duration_s", "error", "warning"]
+# The page lists at most this many groups (the worst and the best half each); `CorpusReport.groups` has them all.
+MAX_GROUP_ROWS = 200
 
 
 class ReportError(ValueError):
@@ -94,10 +96,10 @@ def normalize(frame: pd.DataFrame, source: str, column: str = "mos") -> pd.DataF
             f"(file,mos,...), score_with_ray (mos, mos_error) or add_mos_column (mos, mos_error)."
         )
     mos = pd.to_numeric(frame[column], errors="coerce")
-    bad = mos.isna() & frame[column].notna() & (frame[column].astype(str).str.strip() != "")
-    if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ReportError(f"{source}: row {row + 1}: {column} is {frame[column].iloc[row]!r}, not a number.")
+    suspects = np.flatnonzero((mos.isna() & frame[column].notna()).to_numpy())  # NaN now, something before
+    for row in suspects:
+        if str(frame[column].iat[row]).strip() not in ("", "nan", "None"):
+            raise ReportError(f"{source}: row {row + 1}: {column} is {frame[column].iat[row]!r}, not a number.")
     out = pd.DataFrame(index=frame.index)
     file_column = _first(names, "file", "path", "filename")
     out["file"] = _text(frame[file_column]) if file_column else None
@@ -167,39 +169,47 @@ def _audio_columns(dataset) -> list[str]:
     return [name for name, f in (dataset.features or {}).items() if type(f).__name__ == "Audio"]
 
 
-def _audio_duration(value: dict | None) -> float:
-    """Seconds of an undecoded datasets Audio value ({"bytes", "path"}), from the header only; NaN if unknown."""
+def _audio_duration(data: bytes | None, path: str | None) -> float:
+    """Seconds of an undecoded datasets Audio value, from the header only; NaN if unknown."""
     import soundfile
 
-    if not value:
-        return math.nan
     try:
-        source = io.BytesIO(value["bytes"]) if value.get("bytes") else value.get("path")
+        source = io.BytesIO(data) if data else path
         return float(soundfile.info(source).duration) if source else math.nan
     except Exception:  # noqa: BLE001 - an unreadable clip has no known duration; its row still counts
         return math.nan
 
 
 def from_dataset(dataset, column: str = "mos", source: str = "dataset") -> Scores:
-    """A scored `datasets.Dataset` (`add_mos_column`'s output) -> `Scores`; durations from the audio headers."""
+    """
+    A scored `datasets.Dataset` (`add_mos_column`'s output) -> `Scores`; durations from the audio headers when there
+    is no duration column. The audio is read through Arrow, one clip at a time (never all of it into memory).
+    """
     import datasets
 
     if isinstance(dataset, datasets.DatasetDict):
         raise ReportError(f"{source}: a DatasetDict with splits {list(dataset)}; report on one split, e.g. ds['train'].")
+    if isinstance(dataset, datasets.IterableDataset):
+        raise ReportError(
+            f"{source}: a streaming IterableDataset has no length to report on; pass its rows without the audio, "
+            f"e.g. report(list(ds.remove_columns('audio')))"
+        )
     audio = _audio_columns(dataset)
     plain = dataset.remove_columns(audio).to_pandas() if audio else dataset.to_pandas()
-    audio_values = None
+    clips = None
     if audio:
         undecoded = dataset.select_columns([audio[0]]).cast_column(audio[0], datasets.Audio(decode=False))
-        audio_values = undecoded[audio[0]]
+        clips = undecoded.with_format("arrow")[:].column(audio[0]).combine_chunks()  # struct<bytes, path>
+        paths = clips.field("path").to_pylist()
         if "file" not in plain.columns and "path" not in plain.columns:
-            plain["file"] = [(v or {}).get("path") for v in audio_values]
+            plain["file"] = paths
         if not any(c in plain.columns for c in ("duration_s", "duration")):
-            plain["duration_s"] = [_audio_duration(v) for v in audio_values]
+            data = clips.field("bytes")
+            plain["duration_s"] = [_audio_duration(data[i].as_py(), paths[i]) for i in range(len(paths))]
     frame = normalize(plain, source, column)
 
     def audio_bytes(row: int) -> bytes | None:
-        return (audio_values[row] or {}).get("bytes") if audio_values is not None else None
+        return clips.field("bytes")[row].as_py() if clips is not None else None
 
     return Scores(frame, source, audio_bytes=audio_bytes)
 
@@ -639,13 +649,21 @@ def to_html(r: CorpusReport, html_path: str | os.PathLike = "report.html", embed
             f"<img alt='MOS histogram' src='{png_data_uri(histogram_figure(r))}'>",
             "<h2>What a threshold keeps</h2>",
             f"<img alt='hours kept against the threshold' src='{png_data_uri(kept_figure(r))}'>",
+            "<p>Kept: the scored clips with MOS >= the threshold; shares are of the scored clips and hours.</p>",
             _table(kept, {"% clips": str, "% hours": str}),
         ]
     if r.groups is not None:
         groups = r.groups.assign(share_under=r.groups["share_under"].map(_percent)).rename(
             columns={"mean_mos": "mean MOS", "share_under": f"% under {r.group_threshold:g}"})
+        shown = groups
+        if len(groups) > MAX_GROUP_ROWS:
+            half = MAX_GROUP_ROWS // 2
+            shown = pd.concat([groups.head(half), groups.tail(half)])
         out += [f"<h2>By {e(r.group_by)} (worst mean first)</h2>",
-                _table(groups, {f"% under {r.group_threshold:g}": str}, text=["group"])]
+                _table(shown, {f"% under {r.group_threshold:g}": str}, text=["group"])]
+        if len(shown) < len(groups):
+            out.append(f"<p>The {MAX_GROUP_ROWS // 2} worst and {MAX_GROUP_ROWS // 2} best of {len(groups):,} groups; "
+                       "all are in <code>report(...).groups</code>.</p>")
     out += ["<h2>Listening samples</h2>", _samples_html(r, html_dir, embed_audio)]
     for title, frame in (("Errors", r.errors), ("Warnings", r.warnings)):
         out.append(f"<h2>{title} by reason</h2>")

@@ -128,6 +128,11 @@ def test_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no two systems have a scored file in common (A, B)" in err and "Traceback" not in err
 
+    holes = pd.DataFrame({"system": ["A", "A", "B"], "file": ["a/x.wav", None, "b/x.wav"], "mos": [3.0, 3.1, 4.0]})
+    holes.to_csv(tmp_path / "holes.csv", index=False)
+    assert compare_main([str(tmp_path / "holes.csv"), "-o", str(tmp_path / "out")]) == 2
+    assert "holes.csv: row 2 has no file to pair it by" in capsys.readouterr().err
+
     pd.DataFrame({"file": ["x.wav"], "mos": [3.0]}).to_csv(tmp_path / "one.csv", index=False)
     assert compare_main([str(tmp_path / "one.csv")]) == 2
     assert "needs a 'system' column" in capsys.readouterr().err

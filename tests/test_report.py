@@ -181,6 +181,8 @@ def test_report_of_a_scored_dataset(tmp_path):
     saved = corpus_report.report(tmp_path / "saved")
     assert saved.kept_table.equals(r.kept_table)
     assert "c2.wav" in corpus_report.to_html(saved, tmp_path / "r.html")
+    with pytest.raises(ReportError, match="streaming IterableDataset"):
+        distill_mos.report(ds.to_iterable_dataset())
 
 
 def test_plain_scores_for_the_space():
@@ -311,3 +313,12 @@ def test_readme_section_python_runs(tmp_path, monkeypatch):
         namespace = {}
         exec(compile(block, "README", "exec"), namespace)
     assert namespace["c"].pairs[0].mean_difference == pytest.approx(0.7)
+
+
+def test_many_groups_page_lists_the_worst_and_best(tmp_path):
+    rows = [{"file": f"g{i:04d}/a.wav", "mos": 1.0 + 4.0 * i / 499, "duration_s": 2.0} for i in range(500)]
+    r = corpus_report.report(_write_csv(tmp_path / "s.csv", rows), group_by="folder")
+    assert len(r.groups) == 500 and r.groups["group"].iat[0] == "g0000"
+    page = corpus_report.to_html(r)
+    assert "g0000" in page and "g0099" in page and "g0499" in page and "g0250" not in page
+    assert "The 100 worst and 100 best of 500 groups" in page
