@@ -366,7 +366,7 @@ def _folder_of(files: pd.Series) -> pd.Series:
 
 def _groups(frame: pd.DataFrame, group_by: str, threshold: float, has_durations: bool) -> pd.DataFrame:
     if group_by == "folder":
-        if frame["file"].isna().all():
+        if len(frame) and frame["file"].isna().all():
             raise ReportError("--group-by folder needs file paths, and these scores have none")
         keys = _folder_of(frame["file"])
     elif group_by in frame.columns:

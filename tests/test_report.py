@@ -202,7 +202,7 @@ def test_bad_input(tmp_path, capsys):
     empty.write_bytes(b"")
     r = corpus_report.report(empty)
     assert r.rows == 0 and "no rows" in r.notes[0]
-    assert report_main([str(empty), "-o", str(tmp_path / "e.html")]) == 0
+    assert report_main([str(empty), "-o", str(tmp_path / "e.html"), "--group-by", "folder"]) == 0
     assert "no rows" in (tmp_path / "e.html").read_text()
 
     header_only = _write_csv(tmp_path / "header.csv", [])
