@@ -6,10 +6,12 @@ the weights each time.
 
 import functools
 import os
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 
-from .scorer import DistillMOSScorer, default_model_location, resolve_device, resolve_dtype
+from .scorer import DistillMOSScorer, Score, default_model_location, resolve_device, resolve_dtype
 
 
 @functools.lru_cache(maxsize=None)
@@ -30,4 +32,21 @@ def shared_scorer(
     return _load(str(location or default_model_location()), str(device), resolve_dtype(dtype, device))
 
 
-__all__ = ["shared_scorer"]
+def score_each(scorer: DistillMOSScorer, clips: Sequence[np.ndarray | str], names: Sequence[str]) -> list[Score | str]:
+    """
+    `clips`: 16 kHz clips from `scorer.prepare`, or for an item that could not be prepared, the reason (a str).
+    Returns one `Score` per clip, or the reason it has none (named by `names`, one per item), in input order: the
+    good clips go through `scorer.score_prepared_each` together, so one bad item never loses the others' scores.
+    """
+    good = [clip for clip in clips if not isinstance(clip, str)]
+    scores = iter(scorer.score_prepared_each(good) if good else [])
+    results = []
+    for clip, name in zip(clips, names, strict=True):
+        outcome = clip if isinstance(clip, str) else next(scores)
+        if isinstance(outcome, str) and not isinstance(clip, str):
+            outcome = f"{name}: {outcome}"  # a scoring failure: score_prepared_each names no clip
+        results.append(outcome)
+    return results
+
+
+__all__ = ["score_each", "shared_scorer"]

@@ -26,7 +26,7 @@ from lhotse.utils import fastcopy
 
 from feature_extraction_distillmos import SILENT_MESSAGE
 
-from .adapters import shared_scorer
+from .adapters import score_each, shared_scorer
 from .audio import select_channel
 from .scorer import DistillMOSScorer
 
@@ -97,18 +97,14 @@ class _ScoredCuts:
             return f"cut {cut.id}: audio could not be loaded: {_reason(error)}"
 
     def _score(self, loaded: list[tuple[Cut, np.ndarray | str]]) -> Iterator[Cut]:
-        good = [waveform for _, waveform in loaded if not isinstance(waveform, str)]
-        scores = iter(self.scorer.score_prepared_each(good) if good else [])
-        for cut, waveform in loaded:
-            outcome = waveform if isinstance(waveform, str) else next(scores)
-            if isinstance(outcome, str) and not isinstance(waveform, str):
-                outcome = f"cut {cut.id}: {outcome}"  # a scoring failure (score_prepared_each names no clip)
+        cuts, clips = [cut for cut, _ in loaded], [clip for _, clip in loaded]
+        for cut, clip, outcome in zip(cuts, clips, score_each(self.scorer, clips, [f"cut {c.id}" for c in cuts])):
             if isinstance(outcome, str):
                 logger.warning("Distill-MOS: %s", outcome)
                 fields = {self.key: None, f"{self.key}_error": outcome}
             else:
                 fields = {self.key: outcome.mos}
-                if not waveform.any():
+                if not clip.any():
                     fields[f"{self.key}_warning"] = f"cut {cut.id} {SILENT_MESSAGE}"
             yield _with_custom(cut, fields)
 
