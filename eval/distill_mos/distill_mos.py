@@ -94,7 +94,10 @@ class DistillMos(evaluate.Measurement):
         )
 
     def compute(self, *, data=None, sampling_rate=None, **kwargs):
-        """As `evaluate`'s `compute`, after turning every accepted clip into the `{"array", "sampling_rate"}` input."""
+        """
+        As `evaluate`'s `compute`, after turning every accepted clip into the `{"array", "sampling_rate"}` input
+        (`add` and `add_batch` take that form only: `add_batch(data=[{"array": x, "sampling_rate": 16000}])`).
+        """
         if data is not None:
             data = _as_audio_dicts(data, sampling_rate)
         return super().compute(data=data, **kwargs)
