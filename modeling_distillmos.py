@@ -533,7 +533,9 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         self.allow_tf32 = False
         self.post_init()
 
-    def score_windows(self, windows: torch.Tensor, real_samples: Sequence[int] | torch.Tensor | None = None) -> torch.Tensor:
+    def score_windows(
+        self, windows: torch.Tensor, real_samples: Sequence[int] | torch.Tensor | None = None
+    ) -> torch.Tensor:
         """
         Network on whole windows.
 
