@@ -6,7 +6,6 @@ import contextlib
 import math
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -416,6 +415,10 @@ class DistillMOSAttentionPooling(nn.Module):
         return self.readout(pooled).squeeze(-1)
 
 
+def _is_exporting_or_compiling() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
 _TF32_LOCK = threading.Lock()
 _TF32_USERS = 0
 _TF32_SAVED: tuple[bool, bool] | None = None
@@ -442,56 +445,6 @@ def _tf32_off():
             _TF32_USERS -= 1
             if _TF32_USERS == 0:
                 torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = _TF32_SAVED
-
-
-_SINGLE_THREADED_POOLS: dict[int, ThreadPoolExecutor] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _single_threaded_pool(workers: int) -> ThreadPoolExecutor:
-    """
-    A long-lived pool of `workers` threads that each run torch ops on one intra-op thread.
-
-    `torch.set_num_threads` also changes the default that threads started meanwhile inherit, so it is called once per
-    worker here, while all workers start together under a lock, and the caller's setting is restored right after:
-    other threads (request handlers, decoders) never see the single-threaded setting.
-    """
-    with _POOLS_LOCK:
-        pool = _SINGLE_THREADED_POOLS.get(workers)
-        if pool is None:
-            threads = torch.get_num_threads()
-            started = threading.Barrier(workers)
-
-            def single_threaded() -> None:
-                torch.set_num_threads(1)
-                started.wait()  # every worker is its own thread: none is reused before all have started
-
-            pool = ThreadPoolExecutor(workers, thread_name_prefix="distill-mos-window", initializer=single_threaded)
-            for future in [pool.submit(lambda: None) for _ in range(workers)]:
-                future.result()
-            torch.set_num_threads(threads)
-            _SINGLE_THREADED_POOLS[workers] = pool
-        return pool
-
-
-def _score_on_worker_threads(
-    score: Callable[[torch.Tensor, list[int] | None], torch.Tensor],
-    windows: torch.Tensor,
-    workers: int,
-    real_samples: list[int] | None = None,
-) -> torch.Tensor:
-    """
-    Scores `windows` one at a time on `workers` single-threaded workers, each with its own `real_samples` entry;
-    returns `(n,)` in order.
-    """
-    inference = torch.is_inference_mode_enabled()
-    lengths = [None] * windows.shape[0] if real_samples is None else real_samples
-
-    def run(window: torch.Tensor, length: int | None) -> torch.Tensor:
-        with torch.inference_mode(inference), torch.no_grad():
-            return score(window[None], None if length is None else [length])
-
-    return torch.cat(list(_single_threaded_pool(workers).map(run, windows, lengths)))
 
 
 class DistillMOSPreTrainedModel(PreTrainedModel):
@@ -527,8 +480,10 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         self.feature_encoder = DistillMOSFeatureEncoder(config)
         self.encoder = DistillMOSEncoder(config)
         self.pooling = DistillMOSAttentionPooling(config)
-        # CPU inference: score the windows of a chunk side by side, one per core (see `_cpu_window_workers`).
-        self.cpu_window_threads = True
+        # How a chunk of windows runs in inference: None runs it here, as one batch on every thread (the plain path).
+        # `distill_mos.engine` sets a per-core executor on CPU: `executor(score_batch, windows, real_samples)` with
+        # `score_batch` = `_score_window_batch`, and `executor.workers` windows per chunk.
+        self.window_executor = None
         # CUDA float32: TF32 is ~3x faster on Ampere and newer GPUs but not exact (see `_tf32_off`); opt in with True.
         self.allow_tf32 = False
         self.post_init()
@@ -552,17 +507,9 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
             real_samples = [int(n) for n in real_samples]
             if len(real_samples) != windows.shape[0]:
                 raise ValueError(f"real_samples has {len(real_samples)} entries for {windows.shape[0]} windows.")
-        workers = self._cpu_window_workers(windows)
-        if workers < 2:
+        if self.window_executor is None or torch.is_grad_enabled() or _is_exporting_or_compiling():
             return self._score_window_batch(windows, real_samples)
-        # Whole rounds of one window per core run side by side on single-threaded workers; the remainder (fewer
-        # windows than cores) runs on all cores at once.
-        parallel = windows.shape[0] - windows.shape[0] % workers
-        head, rest = (None, None) if real_samples is None else (real_samples[:parallel], real_samples[parallel:])
-        scores = _score_on_worker_threads(self._score_window_batch, windows[:parallel], workers, head)
-        if parallel < windows.shape[0]:
-            scores = torch.cat([scores, self._score_window_batch(windows[parallel:], rest)])
-        return scores
+        return self.window_executor(self._score_window_batch, windows, real_samples)
 
     def _score_window_batch(self, windows: torch.Tensor, real_samples: list[int] | None = None) -> torch.Tensor:
         """
@@ -598,32 +545,13 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
             ) from None
         return torch.sigmoid(self.pooling(self.encoder(features)).float())
 
-    def _cpu_window_workers(self, windows: torch.Tensor) -> int:
-        """
-        How many single-threaded workers score `windows` side by side (1: the usual multi-threaded ops).
-
-        On CPU, one window per core is faster than every core on each window in turn: a window's convolutions already
-        fill a core, the per-core working set stays in cache, and no core waits at the barriers of a multi-threaded
-        op (costly when the machine is shared). Only for inference; `cpu_window_threads = False` turns it off.
-        """
-        if (
-            not self.cpu_window_threads
-            or windows.device.type != "cpu"
-            or torch.is_grad_enabled()
-            or torch.jit.is_tracing()
-            or torch.onnx.is_in_onnx_export()
-            or torch.compiler.is_compiling()
-        ):
-            return 1
-        return min(torch.get_num_threads(), windows.shape[0])
-
     def _window_batch_size(self, device: torch.device) -> int:
         if self.config.window_batch_size is not None:
             return self.config.window_batch_size
         if device.type == "cpu":
             # One window per core at a time: larger batches per core only spill the caches (per-window time rises
-            # with the batch size on CPU), and the windows of a chunk are spread over the cores.
-            return torch.get_num_threads() if self.cpu_window_threads else 1
+            # with the batch size on CPU); an executor spreads a chunk's windows over its workers.
+            return getattr(self.window_executor, "workers", 1)
         return 64
 
     def forward(

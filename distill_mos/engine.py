@@ -106,11 +106,17 @@ class Execution:
         return "onnx" if isinstance(self.window_scorer, OnnxWindowScorer) else "torch"
 
     def prepare(self, model) -> None:
-        """Puts the model in inference mode and gives it this policy's TF32 setting (the model reads it per call)."""
+        """
+        Puts the model in inference mode and gives it this policy: its TF32 setting, and on CPU the per-core window
+        executor (the model reads both per call).
+        """
         if self.half and model.device.type != "cuda":
             raise ValueError("half precision (half=True, --half) needs the model on a CUDA GPU.")
         model.eval()
         model.allow_tf32 = self.allow_tf32
+        workers = self.workers(model.device)
+        if self.window_scorer is None:  # a window scorer (ONNX) replaces the model's windows path altogether
+            model.window_executor = PerCoreWindowExecutor(workers) if workers > 1 else None
 
     def context(self, device: torch.device):
         """What every model call runs under: inference mode, and float16 autocast for `half`."""
@@ -128,12 +134,8 @@ class Execution:
 
     def forward_options(self, model) -> dict:
         """Keyword arguments of `model(...)` that carry this policy: the window scorer and windows per call."""
-        workers = self.workers(model.device)
-        scorer = self.window_scorer
-        if scorer is None and workers > 1:
-            scorer = PerCoreWindowScorer(model.score_windows, workers)
-        batch = self.window_batch_size or (workers if model.device.type == "cpu" else GPU_WINDOW_BATCH)
-        return {"window_scorer": scorer, "window_batch_size": batch}
+        batch = self.window_batch_size or (self.workers(model.device) if model.device.type == "cpu" else GPU_WINDOW_BATCH)
+        return {"window_scorer": self.window_scorer, "window_batch_size": batch}
 
     def default_decode_workers(self, device: torch.device) -> int:
         if self.decode_workers is not None:
@@ -143,30 +145,33 @@ class Execution:
         return 1 if device.type == "cpu" else max(1, min(8, cpu_count() - 1))
 
 
-class PerCoreWindowScorer:
+class PerCoreWindowExecutor:
     """
-    Scores the windows of a call one per core on `workers` single-threaded threads: on CPU this is faster than every
-    core on each window in turn (a window's convolutions already fill a core, the per-core working set stays in
-    cache, and no core waits at the barriers of a multi-threaded op, costly when the machine is shared). Whole rounds
-    of one window per worker run side by side; the remainder (fewer windows than workers) runs on all threads.
+    Runs the windows of a chunk one per core on `workers` single-threaded threads (the model's `window_executor`):
+    on CPU this is faster than every core on each window in turn (a window's convolutions already fill a core, the
+    per-core working set stays in cache, and no core waits at the barriers of a multi-threaded op, costly when the
+    machine is shared). Whole rounds of one window per worker run side by side, each with its own real length (so
+    each skips its own padding); the remainder (fewer windows than workers) runs on all threads at once.
     """
 
-    def __init__(self, score: Callable[..., torch.Tensor], workers: int):
-        self.score, self.workers = score, workers
+    def __init__(self, workers: int):
+        self.workers = workers
 
-    def __call__(self, windows: torch.Tensor, *args) -> torch.Tensor:
+    def __call__(self, score: Callable, windows: torch.Tensor, real_samples: list[int] | None) -> torch.Tensor:
         parallel = windows.shape[0] - windows.shape[0] % self.workers
+        lengths = [None] * windows.shape[0] if real_samples is None else list(real_samples)
         if parallel == 0:
-            return self.score(windows, *args)
+            return score(windows, real_samples)
         inference = torch.is_inference_mode_enabled()
 
         def run(index: int) -> torch.Tensor:
             with torch.inference_mode(inference), torch.no_grad():
-                return self.score(windows[index : index + 1], *(a[index : index + 1] for a in args))
+                return score(windows[index : index + 1], None if lengths[index] is None else [lengths[index]])
 
         scores = torch.cat(list(single_threaded_pool(self.workers).map(run, range(parallel))))
         if parallel < windows.shape[0]:
-            scores = torch.cat([scores, self.score(windows[parallel:], *(a[parallel:] for a in args))])
+            rest = None if real_samples is None else lengths[parallel:]
+            scores = torch.cat([scores, score(windows[parallel:], rest)])
         return scores
 
 
@@ -223,7 +228,7 @@ def ordered_map(function: Callable, items: Iterable, workers: int, max_pending: 
 __all__ = [
     "DTYPE_NAMES",
     "Execution",
-    "PerCoreWindowScorer",
+    "PerCoreWindowExecutor",
     "cpu_count",
     "cpu_has_native_bf16",
     "ordered_map",

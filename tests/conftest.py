@@ -118,7 +118,11 @@ def original_model():
 def model():
     from modeling_distillmos import DistillMOSModel
 
-    return DistillMOSModel.from_pretrained(str(ROOT)).eval()
+    from distill_mos.engine import Execution
+
+    model = DistillMOSModel.from_pretrained(str(ROOT))
+    Execution().prepare(model)  # as DistillMOSScorer runs it: per-core window workers on CPU
+    return model
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from distill_mos.engine import PerCoreWindowExecutor
 from conftest import GENSPEECH, ROOT, all_sample_files, genspeech_expected, original_cli_scores
 
 SR = 16000
@@ -158,12 +159,13 @@ def test_windows_scored_in_chunks_equal_the_original(model, fading_reference, wi
     clip = torch.from_numpy(fading_speech())[None]
     peaks = [float(clip[0, s : s + 122880].abs().max()) for s in (0, 13824, 27648)]
     assert peaks[0] > 4 * peaks[1] > 16 * peaks[2]  # the test input does what it is for
-    model.cpu_window_threads = window_threads
+    saved = model.window_executor
+    model.window_executor = PerCoreWindowExecutor(torch.get_num_threads()) if window_threads else None
     try:
         with torch.inference_mode():
             out = model(clip, window_batch_size=window_batch_size)
     finally:
-        model.cpu_window_threads = True
+        model.window_executor = saved
     assert out.window_scores.shape == (1, 6)
     assert out.window_scores[0].tolist() == pytest.approx(original_windows, abs=1e-4)
     assert abs(out.mos.item() - original_mos) <= 1e-4

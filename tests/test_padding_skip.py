@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from distill_mos.engine import PerCoreWindowExecutor
 from conftest import GENSPEECH, ROOT
 
 import modeling_distillmos
@@ -32,12 +33,13 @@ def speech(seconds: float, offset: int = 0) -> np.ndarray:
 
 @contextlib.contextmanager
 def settings(model, skip: bool, window_threads: bool = True):
-    saved = model.config.skip_padded_frames, model.cpu_window_threads
-    model.config.skip_padded_frames, model.cpu_window_threads = skip, window_threads
+    saved = model.config.skip_padded_frames, model.window_executor
+    model.config.skip_padded_frames = skip
+    model.window_executor = PerCoreWindowExecutor(torch.get_num_threads()) if window_threads else None
     try:
         yield model
     finally:
-        model.config.skip_padded_frames, model.cpu_window_threads = saved
+        model.config.skip_padded_frames, model.window_executor = saved
 
 
 @contextlib.contextmanager

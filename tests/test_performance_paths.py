@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from distill_mos.engine import PerCoreWindowExecutor
 from conftest import all_sample_files
 
 TOLERANCE = 1e-4  # MOS: the documented parity; measured max |delta| 1.4e-6 (AMD EPYC, AVX-512)
@@ -44,12 +45,12 @@ def test_exact_mode_matches_the_original(model, clips, original_scores, window_b
 def test_plain_paths_match_the_fast_paths(model, clips, original_scores):
     """Training-style eager path (grad on: no fusion, no folding, no worker threads) gives the same scores."""
     x = clips["9.5s"]
-    model.cpu_window_threads = False
+    saved, model.window_executor = model.window_executor, None
     try:
         with torch.inference_mode():
             single = model(x).mos.item()
     finally:
-        model.cpu_window_threads = True
+        model.window_executor = saved
     with torch.no_grad():
         threaded = model(x).mos.item()
     with torch.enable_grad():
@@ -88,13 +89,15 @@ def test_cpu_default_window_chunks(model, threads, window_threads, config_size, 
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    model.cpu_window_threads, model.config.window_batch_size = window_threads, config_size
+    saved = model.window_executor
+    model.window_executor = PerCoreWindowExecutor(threads) if window_threads else None
+    model.config.window_batch_size = config_size
     try:
         with torch.inference_mode():
             model(speech(12.0), window_scorer=spy)
     finally:
         torch.set_num_threads(before)
-        model.cpu_window_threads, model.config.window_batch_size = True, None
+        model.window_executor, model.config.window_batch_size = saved, None
     assert seen == chunks
 
 
