@@ -304,7 +304,7 @@ def test_several_files_tab(served, scorer, tmp_path):  # noqa: F811
         table = page.locator("#batch-table").inner_text()
         for result in expected[:2]:
             assert f"{result.mos:.2f}" in table
-        assert "speech.webm" in table and "notes.txt" in table and "not a readable audio file" in table
+        assert "speech.webm" in table and "notes.txt" in table and "Not a readable audio file" in table
         page.locator("#batch-csv").wait_for(state="visible", timeout=10_000)
         assert re.search(r"distill-mos-scores\s*\.csv", page.locator("#batch-csv").text_content())
         page.screenshot(path=str(tmp_path / "space_several.png"), full_page=True)
