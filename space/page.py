@@ -12,6 +12,7 @@ import gradio as gr
 from distill_mos import DistillMOSScorer
 from formatting import TABLE_COLUMNS
 from handlers import Handlers
+from live import RAW_MICROPHONE_HEAD, LiveSessions, live_tab
 from scoring import Example, SpaceScorer, load_examples
 from settings import MODEL_ID, WINDOW_SECONDS, Limits, load_scorer
 
@@ -139,6 +140,7 @@ def build_demo(
 
     with gr.Blocks(title="Distill-MOS: speech quality", delete_cache=(3600, 3600)) as demo:
         demo.space = space  # for tests and tooling
+        demo.live = LiveSessions(space.scorer, limits)
         gr.Markdown(
             "# Distill-MOS: speech quality estimator\n"
             "Upload or record speech and get its predicted mean opinion score (MOS, 1–5). "
@@ -151,6 +153,8 @@ def build_demo(
                 several_files_tab(handlers)
             with gr.Tab("Compare", id="compare"):
                 compare_tab(handlers)
+            with gr.Tab("Live", id="live"):
+                live_tab(demo.live)
         api_endpoints(handlers)
         gr.Markdown(ABOUT.format(window=WINDOW_SECONDS))
         gr.Markdown(
@@ -174,6 +178,7 @@ def launch_kwargs(limits: Limits | None = None, **overrides) -> dict:
         "max_threads": limits.worker_threads,  # requests waiting for a lane (scoring.Lanes) each hold a thread
         "show_error": False,  # gr.Error messages (readable reasons) still reach the page and clients; tracebacks never do
         "theme": gr.themes.Soft(),
+        "head": RAW_MICROPHONE_HEAD,  # the Live tab's microphone without the browser's call processing
     }
     kwargs.update(overrides)
     return kwargs

@@ -53,7 +53,9 @@ def _tick_label(value: float) -> str:
     return f"{value:.10g}"
 
 
-def window_plot_svg(series: list[Series], duration: float, title: str = "Score of each window") -> str:
+def window_plot_svg(
+    series: list[Series], duration: float, title: str = "Score of each window", x_label: str = "time (s), window centre"
+) -> str:
     """
     The per-window scores as an SVG line plot: x is time in seconds (0 .. `duration`, window centres), y is MOS 1..5.
     Each point is a `<circle class="mos-point" data-series=...>` with a tooltip; axis labels are `<text>` in
@@ -97,7 +99,7 @@ def window_plot_svg(series: list[Series], duration: float, title: str = "Score o
         f'<line x1="{left}" x2="{left + width}" y1="{top + height}" y2="{top + height}" stroke="currentColor" '
         'stroke-opacity="0.6"/>',
         f'<text x="{left + width / 2:.2f}" y="{total_height - 6}" text-anchor="middle" font-size="12" '
-        'fill="currentColor">time (s), window centre</text>',
+        f'fill="currentColor">{escape(x_label)}</text>',
         f'<text transform="translate(13 {top + height / 2:.2f}) rotate(-90)" text-anchor="middle" font-size="12" '
         'fill="currentColor">MOS</text>',
     ]
