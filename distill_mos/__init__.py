@@ -5,7 +5,9 @@ import importlib
 from .audio import AUDIO_SUFFIXES, AudioFileError, DecodedAudio, load_audio
 
 # torch and transformers load on first use of these names, so that `distill-mos --help` answers at once.
-_LAZY = {name: ".scorer" for name in ("DistillMOSScorer", "FileScore", "Score", "default_model_location")}
+_LAZY = {name: ".scorer" for name in ("DistillMOSScorer", "default_model_location")}
+_LAZY.update({name: ".results" for name in ("FileScore", "Item", "Score")})
+_LAZY["StreamScorer"] = ".stream"
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -13,7 +15,9 @@ __all__ = [
     "DecodedAudio",
     "DistillMOSScorer",
     "FileScore",
+    "Item",
     "Score",
+    "StreamScorer",
     "add_mos_column",
     "default_model_location",
     "load_audio",

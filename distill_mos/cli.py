@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="distill-mos",
         description="Predict the speech quality (MOS, 1 = bad .. 5 = excellent) of audio files with Distill-MOS.",
         epilog="Exit status: 0 every file scored, 1 some file failed (see its error column), 2 bad arguments or "
-               "output, 130 interrupted (rerun with --resume to continue).",
+               "output, 130 interrupted (rerun with --resume to continue). "
+               "Live scoring: distill-mos --stream SOURCE (see distill-mos --stream - --help).",
     )
     parser.add_argument("inputs", nargs="*", type=Path, help="audio files and/or folders")
     parser.add_argument("--version", action="version", version=_version())
@@ -573,6 +574,10 @@ def dispatch(argv: list[str] | None = None) -> int:
         import importlib
 
         return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
+    if any(arg == "--stream" or arg.startswith("--stream=") for arg in argv):  # live scoring: its own options
+        from .stream_cli import main as stream_main
+
+        return stream_main(argv)
     return main(argv)
 
 

@@ -6,7 +6,7 @@ Builds the Hugging Face Space repository from this checkout: exactly the files t
 
 The Space is self-contained (nothing is installed from a git URL and no model is downloaded at start-up):
 
-    README.md  app.py  requirements.txt  packages.txt  examples/          from space/
+    README.md  requirements.txt  packages.txt  examples/  app.py and its modules (*.py)   from space/
     LICENSE  configuration_distillmos.py  modeling_distillmos.py        from the repository root
     feature_extraction_distillmos.py  config.json  preprocessor_config.json  model.safetensors
     distill_mos/  (the library's *.py files)
@@ -27,7 +27,9 @@ from pathlib import Path
 SPACE_DIR = Path(__file__).resolve().parent
 ROOT = SPACE_DIR.parent
 
-SPACE_FILES = ("README.md", "app.py", "requirements.txt", "packages.txt")  # from space/
+# from space/: the Space's settings and packages, and its Python modules (app.py and what it imports; not this builder)
+SPACE_MODULES = tuple(sorted(p.name for p in SPACE_DIR.glob("*.py") if p.name != Path(__file__).name))
+SPACE_FILES = ("README.md", "requirements.txt", "packages.txt", *SPACE_MODULES)
 SPACE_FOLDERS = ("examples",)  # from space/, whole
 ROOT_FILES = (  # from the repository root: the model repository's code and files
     "LICENSE",

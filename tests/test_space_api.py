@@ -12,6 +12,11 @@ gradio_client = require_module("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
+load_space_app()  # puts space/ on sys.path: the Space's modules below
+import formatting  # noqa: E402
+import page  # noqa: E402
+import settings  # noqa: E402
+
 CLIP = GENSPEECH / "audio" / "LPCNet_listening_test" / "mfall" / "dir3" / "melp.wav"
 
 
@@ -26,9 +31,8 @@ def served(scorer, tmp_path_factory):
     """The app on 127.0.0.1 (a thread of this process), its uploads in a temporary folder."""
     old = os.environ.get("GRADIO_TEMP_DIR")
     os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio"))
-    app = load_space_app()
-    demo = app.build_demo(scorer, app.Limits())
-    _, url, _ = demo.launch(**app.launch_kwargs(server_port=free_port(), prevent_thread_lock=True, quiet=True))
+    demo = page.build_demo(scorer, settings.Limits())
+    _, url, _ = demo.launch(**page.launch_kwargs(server_port=free_port(), prevent_thread_lock=True, quiet=True))
     assert url.startswith("http://127.0.0.1:")
     yield url
     demo.close()
@@ -50,7 +54,7 @@ def test_predict_returns_the_library_score(scorer, client):
     assert result["window_scores"] == pytest.approx(expected.window_scores, abs=1e-4)
     assert result["duration_s"] == pytest.approx(expected.duration)
     assert (result["sampling_rate"], result["channels"], result["error"]) == (16000, 1, None)
-    assert result["quality"] == load_space_app().acr_label(expected.mos)
+    assert result["quality"] == formatting.acr_label(expected.mos)
 
 
 def test_predict_on_a_bad_file_raises_the_reason_and_the_app_keeps_serving(scorer, client, tmp_path):
@@ -69,7 +73,7 @@ def test_score_many_endpoint_returns_table_and_csv(scorer, client, tmp_path):
     status, table, csv_file = client.predict([handle_file(str(CLIP)), handle_file(str(empty))], api_name="/score_many")
     (expected,) = scorer.score_files([CLIP])
     assert status.startswith("Scored 1 of 2")
-    assert table["headers"] == load_space_app().TABLE_COLUMNS
+    assert table["headers"] == formatting.TABLE_COLUMNS
     assert table["data"][0][:2] == ["melp.wav", round(expected.mos, 2)]
     assert table["data"][1][0] == "empty.wav" and "empty (0 bytes)" in table["data"][1][4]
     assert csv_file["orig_name"] == "distill-mos-scores.csv"

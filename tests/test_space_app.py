@@ -30,6 +30,12 @@ def load_space_app():
 
 
 app = load_space_app()
+# the Space's modules (space/*.py), importable once app.py has put space/ on sys.path
+import formatting  # noqa: E402
+import page  # noqa: E402
+import scoring  # noqa: E402
+import settings  # noqa: E402
+from handlers import Handlers  # noqa: E402
 
 
 def library_score(scorer, path):
@@ -39,7 +45,7 @@ def library_score(scorer, path):
 
 
 def handlers(scorer, **limits):
-    return app.Handlers(app.SpaceScorer(scorer, app.Limits(**limits), app.load_examples()))
+    return Handlers(scoring.SpaceScorer(scorer, settings.Limits(**limits), scoring.load_examples()))
 
 
 @pytest.fixture(scope="module")
@@ -56,20 +62,38 @@ def bad_files(tmp_path_factory):
     return {"corrupt": corrupt, "empty": empty, "silent": silent, "short": short}
 
 
-def test_one_clip_shows_the_library_score_label_plot_and_what_was_read(scorer):
-    expected = library_score(scorer, LONG_CLIP)
-    markdown, plot, details = handlers(scorer).score_one(str(LONG_CLIP))
-    assert f"Predicted MOS {expected.mos:.2f} / 5 — {app.acr_label(expected.mos)}" in markdown
-    assert "7.80 s" in markdown and "16000 Hz" in markdown and "1 channel (mono)" in markdown
+@pytest.fixture(scope="module")
+def speech_16s(tmp_path_factory):
+    """16 s of GenSpeech speech (three clips end to end, cut): 10 windows whose centres span 8.3 s."""
+    path = tmp_path_factory.mktemp("long") / "speech16.wav"
+    speech = np.concatenate([soundfile.read(CLIPS / "dir3" / f"{name}.wav", dtype="float32")[0] for name in ("opus", "melp", "speex")])
+    soundfile.write(path, speech[: 16 * 16000], 16000)
+    return path
+
+
+def test_one_clip_shows_the_library_score_label_plot_and_what_was_read(scorer, speech_16s):
+    expected = library_score(scorer, speech_16s)
+    markdown, plot, details = handlers(scorer).score_one(str(speech_16s))
+    assert f"Predicted MOS {expected.mos:.2f} / 5 — {formatting.acr_label(expected.mos)}" in markdown
+    assert "16.00 s" in markdown and "16000 Hz" in markdown and "1 channel (mono)" in markdown
     assert details["mos"] == pytest.approx(expected.mos, abs=1e-4)
     assert details["window_scores"] == pytest.approx(expected.window_scores, abs=1e-4)
-    # more than one window: the plot is shown, one point per window, scores as the library's
-    assert len(expected.window_scores) > 1
+    # windows spread over the clip: the plot is shown, one point per window, scores as the library's
+    assert len(expected.window_scores) == 10
     assert plot.visible is True
     # the SVG's points, read back from their tooltips: "<name>: <centre> s, MOS <score>", two decimals
-    points = re.findall(r"<title>opus\.wav: ([\d.]+) s, MOS ([\d.]+)</title>", plot.value)
+    points = re.findall(r"<title>speech16\.wav: ([\d.]+) s, MOS ([\d.]+)</title>", plot.value)
     assert [float(m) for _, m in points] == pytest.approx(expected.window_scores, abs=0.0051)
     assert [float(t) for t, _ in points] == pytest.approx([s + 7.68 / 2 for s in expected.window_start_times], abs=0.0051)
+
+
+def test_two_windows_close_together_get_no_plot(scorer):
+    """Issue 17 §4: a 7.8 s clip has two windows 0.12 s apart; a plot of them says nothing, the MOS says it all."""
+    expected = library_score(scorer, LONG_CLIP)
+    assert len(expected.window_scores) == 2
+    markdown, plot, details = handlers(scorer).score_one(str(LONG_CLIP))
+    assert "7.80 s" in markdown and "2 windows of 7.68 s" in markdown
+    assert plot.visible is False and details["window_scores"] == pytest.approx(expected.window_scores, abs=1e-4)
 
 
 def test_one_window_clip_has_no_plot(scorer):
@@ -81,7 +105,7 @@ def test_one_window_clip_has_no_plot(scorer):
 
 
 def test_examples_show_their_human_mos(scorer):
-    examples = app.load_examples()
+    examples = scoring.load_examples()
     assert len(examples) == 5  # space/README.md: "five GenSpeech clips"
     assert "five GenSpeech clips" in (ROOT / "space" / "README.md").read_text()
     with open(GENSPEECH / "labels.csv") as handle:
@@ -149,14 +173,14 @@ def test_very_short_file_is_scored_with_a_warning(scorer, bad_files):
 
 def test_too_long_audio_is_refused_before_decoding(scorer, monkeypatch):
     h = handlers(scorer, max_seconds=5)
-    monkeypatch.setattr(h.space.scorer, "prepare_file", lambda *a, **k: pytest.fail("decoded a refused file"))
+    monkeypatch.setattr("distill_mos.scorer.load_audio", lambda *a, **k: pytest.fail("decoded a refused file"))
     markdown, _, details = h.score_one(str(LONG_CLIP))
     assert "Audio is too long (7.8 s); this Space scores clips up to 5 s" in markdown
     assert details["mos"] is None
 
 
 def test_too_long_audio_is_refused_after_decoding_when_the_header_does_not_say(scorer, monkeypatch):
-    monkeypatch.setattr(app, "probe_duration", lambda path: None)
+    monkeypatch.setattr(scoring, "probe_duration", lambda path: None)
     markdown, _, _ = handlers(scorer, max_seconds=5).score_one(str(LONG_CLIP))
     # the decoder stops at the limit (it never holds more than the limit in memory), in the Space's words
     assert "Audio is too long (over 5 s); this Space scores clips up to 5 s. Cut it, or use the distill-mos" in markdown
@@ -183,11 +207,11 @@ def test_several_files_table_and_csv(scorer, bad_files):
     expected = list(scorer.score_files(paths))
     status, table, csv_path = handlers(scorer).score_many(paths)
     assert status == "Scored 3 of 4 file(s). 1 could not be scored: see the error column."
-    assert list(table.columns) == app.TABLE_COLUMNS
+    assert list(table.columns) == formatting.TABLE_COLUMNS
     assert list(table["file"]) == ["opus.wav", "corrupt.wav", "lpcnu.wav", "silent.wav"]
     assert table["MOS"][0] == round(expected[0].mos, 2) and table["MOS"][2] == round(expected[2].mos, 2)
     assert table["duration (s)"][0] == 7.8
-    assert "not a readable audio file" in table["error"][1] and np.isnan(table["MOS"][1])
+    assert table["error"][1].startswith("Not a readable audio file")  # as the One clip tab words it and np.isnan(table["MOS"][1])
     assert np.isnan(table["MOS"][3]) and "silent" in table["error"][3]
     with open(csv_path, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -205,7 +229,7 @@ def test_more_files_than_allowed_are_skipped_with_a_reason(scorer):
     paths = [str(ONE_WINDOW_CLIP)] * 3
     status, table, _ = handlers(scorer, max_files=2).score_many(paths)
     assert table["MOS"].notna().tolist() == [True, True, False]
-    assert table["error"][2] == "skipped: this Space scores up to 2 files per request"
+    assert table["error"][2] == "Skipped: this Space scores up to 2 files per request."
     assert status.startswith("Scored 2 of 3")
 
 
@@ -224,37 +248,37 @@ def test_scoring_failure_is_reported_and_the_next_request_works(scorer, monkeypa
      (4.5, "excellent"), (5.3, "excellent")],
 )
 def test_acr_label(mos, label):
-    assert app.acr_label(mos) == label
+    assert formatting.acr_label(mos) == label
 
 
 def test_limits_from_env(monkeypatch):
-    assert app.Limits.from_env() == app.Limits()
+    assert settings.Limits.from_env() == settings.Limits()
     monkeypatch.setenv("DISTILL_MOS_MAX_SECONDS", "30")
     monkeypatch.setenv("DISTILL_MOS_MAX_UPLOAD_MB", "5")
     monkeypatch.setenv("DISTILL_MOS_MAX_FILES", "3")
     monkeypatch.setenv("DISTILL_MOS_CONCURRENCY", "1")
     monkeypatch.setenv("DISTILL_MOS_QUEUE_SIZE", "4")
-    limits = app.Limits.from_env()
-    assert limits == app.Limits(max_seconds=30, max_upload_mb=5, max_files=3, concurrency=1, queue_size=4)
+    limits = settings.Limits.from_env()
+    assert limits == settings.Limits(max_seconds=30, max_upload_mb=5, max_files=3, concurrency=1, queue_size=4)
     assert limits.max_upload_bytes == 5_000_000
     assert "up to 30 s of audio and 5 MB per file, 3 files per request" in limits.describe()
     monkeypatch.setenv("DISTILL_MOS_MAX_FILES", "many")
     with pytest.raises(ValueError, match="DISTILL_MOS_MAX_FILES must be a number"):
-        app.Limits.from_env()
+        settings.Limits.from_env()
     monkeypatch.setenv("DISTILL_MOS_MAX_FILES", "0")
     with pytest.raises(ValueError, match="must be more than 0"):
-        app.Limits.from_env()
+        settings.Limits.from_env()
 
 
 def test_demo_has_bounded_queue_api_and_safe_launch_settings(scorer, monkeypatch):
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
-    limits = app.Limits(max_upload_mb=7, concurrency=3, queue_size=5)
-    demo = app.build_demo(scorer, limits)
+    limits = settings.Limits(max_upload_mb=7, concurrency=3, queue_size=5)
+    demo = page.build_demo(scorer, limits)
     assert demo._queue.max_size == 5
     assert demo._queue.default_concurrency_limit == 3
     api_names = {fn.api_name for fn in demo.fns.values()}
     assert {"predict", "score_many"} <= api_names
-    kwargs = app.launch_kwargs(limits)
+    kwargs = page.launch_kwargs(limits)
     assert kwargs["share"] is False and kwargs["server_name"] == "127.0.0.1"
     assert kwargs["max_file_size"] == 7_000_000 and kwargs["show_error"] is False
     assert "7 MB per file" in str(demo.config)
@@ -271,9 +295,9 @@ def test_space_model_lookup_order(monkeypatch, tmp_path):
     monkeypatch.setenv("DISTILL_MOS_DEVICE", "cpu")
     monkeypatch.setenv("DISTILL_MOS_MODEL", str(folders["library"]))
     monkeypatch.setenv("DISTILL_MOS_SPACE_MODEL", str(folders["space"]))
-    assert app.load_scorer().model.name_or_path == str(folders["space"])
+    assert settings.load_scorer().model.name_or_path == str(folders["space"])
     monkeypatch.delenv("DISTILL_MOS_SPACE_MODEL")
-    assert app.load_scorer().model.name_or_path == str(folders["library"])
+    assert settings.load_scorer().model.name_or_path == str(folders["library"])
 
 
 def test_space_readme_front_matter():

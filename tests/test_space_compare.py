@@ -11,6 +11,11 @@ from test_space_api import client, served  # noqa: F401 - the app on 127.0.0.1 a
 from test_space_app import load_space_app
 
 app = load_space_app()
+# the Space's modules (space/*.py), importable once app.py has put space/ on sys.path
+import formatting  # noqa: E402
+import scoring  # noqa: E402
+import settings  # noqa: E402
+from handlers import Handlers  # noqa: E402
 CLIPS = GENSPEECH / "audio" / "LPCNet_listening_test" / "mfall"
 BEFORE = CLIPS / "dir3" / "speex.wav"  # 7.8 s, the original README's 1.47
 AFTER = CLIPS / "dir3" / "opus.wav"  # 7.8 s, 4.05
@@ -20,7 +25,7 @@ X_TICK = re.compile(r'<g class="x-tick">.*?<text x="([\d.]+)"[^>]*>([^<]+)</text
 
 
 def handlers(scorer):
-    return app.Handlers(app.SpaceScorer(scorer, app.Limits(), []))
+    return Handlers(scoring.SpaceScorer(scorer, settings.Limits(), []))
 
 
 def library(scorer, *paths):
@@ -33,8 +38,8 @@ def test_compare_shows_both_scores_and_the_difference(scorer):
     a, b = library(scorer, BEFORE, AFTER)
     markdown, plot, result = handlers(scorer).compare(str(BEFORE), str(AFTER))
     assert f"B − A: {b.mos - a.mos:+.2f} MOS (B is rated better)" in markdown
-    assert f"| **A** | speex.wav | {a.mos:.2f} | {app.acr_label(a.mos)} |" in markdown
-    assert f"| **B** | opus.wav | {b.mos:.2f} | {app.acr_label(b.mos)} |" in markdown
+    assert f"| **A** | speex.wav | {a.mos:.2f} | {formatting.acr_label(a.mos)} |" in markdown
+    assert f"| **B** | opus.wav | {b.mos:.2f} | {formatting.acr_label(b.mos)} |" in markdown
     assert result["difference"] == pytest.approx(b.mos - a.mos, abs=1e-4)
     assert result["a"]["mos"] == pytest.approx(a.mos, abs=1e-4) and result["b"]["mos"] == pytest.approx(b.mos, abs=1e-4)
     assert result["a"]["window_scores"] == pytest.approx(a.window_scores, abs=1e-4)
@@ -62,7 +67,7 @@ def test_compare_plot_draws_both_curves_on_one_time_axis(scorer, tmp_path):
     assert t0 == 0 and 15 <= t1 <= 20
     for drawn, result in ((drawn_a, a), (drawn_b, b)):
         times = [t0 + (x - x0) * (t1 - t0) / (x1 - x0) for x, _ in drawn]
-        assert times == pytest.approx(app.window_centres(result), abs=0.01)
+        assert times == pytest.approx(formatting.window_centres(result), abs=0.01)
     assert plot.value.count('class="legend"') == 2
 
 
