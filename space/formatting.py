@@ -184,19 +184,24 @@ def csv_row(result: FileScore) -> dict:
     }
 
 
-def write_csv(rows: list[dict], columns: list[str], name: str, folder: Path = CSV_DIR) -> str:
-    """Writes `rows` to a new file `name` in its own temporary folder under `folder`; returns its path.
-    Files older than an hour are removed first, to keep the temp folder small on a long-running Space."""
+def new_download_path(name: str, folder: Path = CSV_DIR) -> Path:
+    """A new path `name` in its own temporary folder under `folder` (a download: a CSV, a figure). Files older than
+    an hour are removed first, to keep the temp folder small on a long-running Space."""
     folder.mkdir(parents=True, exist_ok=True)
     cutoff = time.time() - 3600
-    for old in folder.glob("*/*.csv"):
+    for old in folder.glob("*/*"):
         try:
             if old.stat().st_mtime < cutoff:
                 old.unlink()
                 old.parent.rmdir()
         except OSError:
             pass
-    path = Path(tempfile.mkdtemp(dir=folder)) / name
+    return Path(tempfile.mkdtemp(dir=folder)) / name
+
+
+def write_csv(rows: list[dict], columns: list[str], name: str, folder: Path = CSV_DIR) -> str:
+    """Writes `rows` to a new file `name` (see `new_download_path`); returns its path."""
+    path = new_download_path(name, folder)
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()

@@ -25,7 +25,7 @@ from formatting import (
     table_row,
     write_csv,
 )
-from plots import compare_plot, result_plot
+from plots import compare_plot, figure_png, result_plot
 from scoring import SpaceScorer
 
 logger = logging.getLogger("distill_mos.space")
@@ -126,6 +126,51 @@ class Handlers:
         if failed:
             status += f" {failed} could not be scored: see the error column."
         return status, table, write_csv([csv_row(r) for r in results], CSV_COLUMNS, "distill-mos-scores.csv")
+
+    @staticmethod
+    def batch_histogram(table: pd.DataFrame | None) -> gr.Image:
+        """The batch's MOS histogram under the table (run after `score_many`), hidden while nothing is scored."""
+        scores = [] if table is None or "MOS" not in table else pd.to_numeric(table["MOS"], errors="coerce").dropna()
+        if len(scores) == 0:
+            return gr.Image(value=None, visible=False)
+        from distill_mos.corpus_report import histogram_figure
+
+        return gr.Image(value=figure_png(histogram_figure(list(scores), "This batch"), "histogram.png"), visible=True)
+
+    # --- Two systems ---
+
+    def compare_systems(self, files_a: list[str] | None, files_b: list[str] | None):
+        """
+        Two sets of files (systems A and B, paired by file name) -> (Markdown: per system n, mean MOS and its 95%
+        bootstrap interval, the paired difference with its interval and Wilcoxon p-value, files not in both;
+        the comparison figure or None). Never raises.
+        """
+        sets = {name: [p if isinstance(p, str) else getattr(p, "name", str(p)) for p in (files or [])]
+                for name, files in (("A", files_a), ("B", files_b))}
+        if not sets["A"] or not sets["B"]:
+            return "Upload the files of system **A** and of system **B**, then press **Compare systems**.", None
+        limit = self.space.limits.max_files
+        if len(sets["A"]) + len(sets["B"]) > limit:
+            return f"⚠️ This Space compares up to {limit} files in all; score larger sets with `distill-mos compare-systems`.", None
+        try:
+            from distill_mos.compare import compare_systems
+
+            results = self.space.score_paths(sets["A"] + sets["B"])
+            scores = {name: {} for name in sets}
+            for (name, path), result in zip([(n, p) for n in sets for p in sets[n]], results):
+                scores[name][Path(path).name] = result.mos
+            comparison = compare_systems(scores)
+        except Exception as error:  # noqa: BLE001
+            return f"⚠️ {_unexpected('while comparing systems', error)}", None
+        failed = [f"{Path(r.path).name}: {sentence(r.error)}" for r in results if r.error]
+        text = comparison.to_markdown()
+        missing = [f"only in {other}: {', '.join(items)}" for system, items in comparison.missing.items() if items
+                   for other in sets if other != system]
+        if missing:
+            text += "\n\n**Files not in both** (left out of the paired test): " + "; ".join(missing)
+        if failed:
+            text += "\n\n**Not scored:** " + "; ".join(failed)
+        return text, figure_png(comparison.figure(), "comparison.png")
 
     @staticmethod
     def show_csv(csv_path: str | None) -> gr.File:

@@ -81,10 +81,13 @@ def several_files_tab(handlers: Handlers) -> None:
         headers=TABLE_COLUMNS, interactive=False, label="scores", elem_id="batch-table", wrap=True
     )
     csv_file = gr.File(label="Download CSV", interactive=False, visible=False, elem_id="batch-csv")
+    histogram = gr.Image(label="MOS distribution", visible=False, interactive=False, elem_id="batch-histogram")
     many_button.click(
         handlers.score_many, files, [many_status, table, csv_file],
         api_name="score_many", api_visibility="public", **LANES,
-    ).then(handlers.show_csv, csv_file, csv_file, api_visibility="private", queue=False)
+    ).then(handlers.show_csv, csv_file, csv_file, api_visibility="private", queue=False).then(
+        handlers.batch_histogram, table, histogram, api_visibility="private", queue=False
+    )
 
 
 def compare_tab(handlers: Handlers) -> None:
@@ -107,6 +110,21 @@ def compare_tab(handlers: Handlers) -> None:
     compare_button.click(
         handlers.compare, [clip_a, clip_b], [compare_result, compare_plot_html, compare_json],
         api_name="compare_ui", api_visibility="undocumented", **LANES,
+    )
+    gr.Markdown(
+        "### Two systems\nUpload the outputs of two systems (e.g. two codecs or enhancers on the same utterances); "
+        "files pair by name. You get each system's mean MOS with a 95% bootstrap interval, the mean paired "
+        "difference with its interval and a Wilcoxon signed-rank p-value, and the files not in both."
+    )
+    with gr.Row():
+        files_a = gr.File(file_count="multiple", type="filepath", label="System A files", elem_id="systems-a")
+        files_b = gr.File(file_count="multiple", type="filepath", label="System B files", elem_id="systems-b")
+    systems_button = gr.Button("Compare systems", elem_id="systems-button")
+    systems_result = gr.Markdown(elem_id="systems-result")
+    systems_plot = gr.Image(label="means and paired difference", interactive=False, elem_id="systems-plot")
+    systems_button.click(
+        handlers.compare_systems, [files_a, files_b], [systems_result, systems_plot],
+        api_name="compare_systems", api_visibility="undocumented", **LANES,
     )
 
 

@@ -11,7 +11,7 @@ from html import escape
 from pathlib import Path
 
 from distill_mos import FileScore
-from formatting import has_score, window_centres
+from formatting import has_score, new_download_path, window_centres
 from settings import WINDOW_SECONDS
 
 # --- the per-window plot ------------------------------------------------------------------------------------------
@@ -167,3 +167,16 @@ def compare_plot(result_a: FileScore, result_b: FileScore) -> str | None:
             series.append(Series(label, window_centres(result), result.window_scores, color))
             duration = max(duration, result.duration)
     return window_plot_svg(series, duration, title="Score of each window, A and B")
+
+
+def figure_png(figure, name: str) -> str:
+    """Saves a matplotlib figure (the library's report and comparison figures) as a PNG download and closes it, so
+    that a long-running Space keeps no figure in memory; returns the file's path."""
+    import matplotlib.pyplot as plt
+
+    path = new_download_path(name)
+    try:
+        figure.savefig(path, format="png")
+    finally:
+        plt.close(figure)
+    return str(path)
