@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .audio import AUDIO_SUFFIXES
 from .columns import COLUMNS, DTYPE_CHOICES, WINDOW_COLUMNS
+from .provenance import check_model_location, read_sidecar, rename_sidecar, resume_conflict, write_sidecar
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 PROGRESS_MIN_FILES = 4
@@ -42,10 +43,27 @@ class UsageError(Exception):
     """A problem with the arguments or the output: reported as one line on stderr, exit status 2."""
 
 
+class ResumeRefused(UsageError):
+    """--resume onto rows made with another model, precision, backend or hop: one line, no usage text."""
+
+
 def _version() -> str:
     from . import __version__
+    from .provenance import version_text
 
-    return f"distill-mos {__version__}"
+    return version_text(__version__, Path(__file__).resolve().parents[1])
+
+
+class _VersionAction(argparse.Action):
+    """--version: hashes the default model's weights only when asked (not each time the parser is built)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the version and the default model's weights SHA-256, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                "output, 130 interrupted (rerun with --resume to continue).",
     )
     parser.add_argument("inputs", nargs="*", type=Path, help="audio files and/or folders")
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument(
         "-l", "--file-list", "--file_list", type=Path,
         help="text file with one audio path per line, or a CSV with a 'file' (or 'path') column; paths are "
@@ -310,6 +328,7 @@ class _Output:
         self.path = None if self.to_stdout else Path(output)
         self.partial = None
         self.resume = resume
+        self.resumed_from: Path | None = None  # the output or .partial file whose rows --resume keeps
         self.done_rows: list[dict] = []
         if self.to_stdout:
             if resume:
@@ -331,6 +350,7 @@ class _Output:
         if resume:
             source = self.partial if self.partial.is_file() else self.path if self.path.is_file() else None
             if source is not None:
+                self.resumed_from = source
                 self.done_rows = read_done_rows(source, fmt, windows)
                 if source == self.path:  # extend a finished run through a copy: the original stays whole meanwhile
                     shutil.copyfile(self.path, self.partial)
@@ -342,6 +362,22 @@ class _Output:
                     f"{self.partial} holds the rows of an interrupted run; pass --resume to continue it, or "
                     "--overwrite to start again"
                 )
+
+    def start(self, record) -> None:
+        """
+        Writes the run's provenance record beside the .partial file (`OUTPUT.partial.provenance.json`, renamed with
+        it). With --resume, refuses (ResumeRefused) when the kept rows were made with other scoring settings.
+        """
+        if self.partial is None or record is None:  # stdout or a special file: no place for a sidecar
+            return
+        if self.resumed_from is not None and self.done_rows:
+            try:
+                conflict = resume_conflict(self.path, read_sidecar(self.resumed_from), record)
+            except ValueError as error:
+                raise ResumeRefused(f"cannot resume: {error}") from None
+            if conflict:
+                raise ResumeRefused(conflict)
+        write_sidecar(self.partial, record)
 
     def open(self):
         """The text handle to write to (stdout, the special file, or the .partial file)."""
@@ -362,6 +398,7 @@ class _Output:
         """Every row is written: give the file its name."""
         if self.partial is not None:
             os.replace(self.partial, self.path)
+            rename_sidecar(self.partial, self.path)
 
 
 # --- scoring --------------------------------------------------------------------------------------------------------
@@ -390,6 +427,16 @@ def _load_scorer(args):
         )
     except (ValueError, RuntimeError, OSError, ImportError, TypeError) as error:
         raise UsageError(f"could not load the model: {error}") from None
+
+
+def _ray_provenance(args):
+    """The record of a --ray run, from its settings: Ray's actors load the model themselves."""
+    from .provenance import describe, find_model_location
+
+    return describe(
+        args.model or find_model_location(Path(__file__).resolve().parents[1]), precision=args.dtype,
+        backend="torch", device=args.device, window_hop_s=args.window_hop,
+    )
 
 
 def _score_local(scorer, files: list[str], problems: dict[str, str], channel) -> Iterator:
@@ -480,6 +527,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.file_list is not None and not args.file_list.is_file():
             raise UsageError(f"{args.file_list}: file list not found")
+        if args.model is not None:
+            try:
+                check_model_location(args.model)
+            except ValueError as error:
+                raise UsageError(f"--model {error}") from None
         try:
             channel = _parse_channel(args.channel)
             problems: dict[str, str] = {}
@@ -510,10 +562,13 @@ def main(argv: list[str] | None = None) -> int:
         if not remaining:
             results = iter(())
         elif ray_address:
+            output.start(_ray_provenance(args))  # refuses a mismatched --resume before Ray starts
             ray_started = _connect_ray(ray_address)
             results = _score_ray(args, remaining, problems, channel, ray_address)
         else:
-            results = _score_local(_load_scorer(args), remaining, problems, channel)
+            scorer = _load_scorer(args)
+            output.start(scorer.provenance)  # OUTPUT.partial.provenance.json; refuses a mismatched --resume
+            results = _score_local(scorer, remaining, problems, channel)
         handle = output.open()
         writer = _Writer(handle, fmt, args.windows, header=output.needs_header())
         if len(remaining) >= PROGRESS_MIN_FILES and not (args.no_progress or args.quiet):
@@ -535,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
             handle.close()
         handle = None
         output.finish()
+    except ResumeRefused as error:
+        return output_error(str(error))
     except UsageError as error:
         return usage_error(str(error))
     except BrokenPipeError:  # the reader went away (`| head -1`): the usual convention is to stop quietly

@@ -3,7 +3,6 @@
 import contextlib
 import itertools
 import os
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,23 +17,15 @@ from feature_extraction_distillmos import DistillMOSFeatureExtractor
 from modeling_distillmos import DistillMOSModel
 
 from .audio import AudioFileError, DecodedAudio, load_audio
+from .provenance import DEFAULT_HUB_ID, Provenance, check_model_location, find_model_location, of_scorer  # noqa: F401
 
-# Where the model will be published on the Hub; used when no local copy is found.
-DEFAULT_HUB_ID = "distill-mos/distill-mos-v7"
-_MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 # Clips of a batch are padded to the longest; cap what padding may cost (samples x clips, 64 MB of float32).
 MAX_BATCH_SAMPLES = 16_000_000
 
 
 def default_model_location() -> str:
     """$DISTILL_MOS_MODEL, else this checkout (or the copy `pip install` put in <prefix>/share), else the Hub id."""
-    if os.environ.get("DISTILL_MOS_MODEL"):
-        return os.environ["DISTILL_MOS_MODEL"]
-    for folder in (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "distill-mos"):
-        # a git checkout without git-lfs holds a ~130-byte pointer instead of the 16 MB weights: not a model
-        if all((folder / name).is_file() for name in _MODEL_FILES) and (folder / "model.safetensors").stat().st_size > 1_000_000:
-            return str(folder)
-    return DEFAULT_HUB_ID
+    return find_model_location(Path(__file__).resolve().parents[1])
 
 
 # What `dtype=` accepts besides a torch.dtype; "auto" picks by hardware (see `resolve_dtype`).
@@ -185,7 +176,7 @@ class DistillMOSScorer:
         dtype = resolve_dtype(dtype, device)
         if backend == "onnx" and dtype != torch.float32:
             raise ValueError(f"the ONNX backend runs in float32; use dtype='float32' with it, or the torch backend for {dtype}.")
-        location = str(location or default_model_location())
+        location = check_model_location(location or default_model_location())  # a missing folder: "no such folder"
         model = DistillMOSModel.from_pretrained(location, dtype=dtype).to(device)
         if backend == "onnx":
             from .onnx_backend import load_onnx_window_scorer  # onnxruntime stays an optional dependency
@@ -196,6 +187,13 @@ class DistillMOSScorer:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def provenance(self) -> Provenance:
+        """What produces this scorer's scores (model and weights' SHA-256, precision, backend, hop), computed once."""
+        if getattr(self, "_provenance", None) is None:
+            self._provenance = of_scorer(self)
+        return self._provenance
 
     @property
     def dtype(self) -> torch.dtype:
