@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .columns import CHECK_COLUMNS
+
 # Speech below this share of the clip gets a warning. ITU-T P.862.3 (the application guide of P.862, whose test
 # signals the listening-test practice of P.800 shares) asks for speech activity between 40% and 80% of a test
 # signal; a clip far below it is mostly silence or non-speech, and Distill-MOS, trained on rated speech, then scores
@@ -87,9 +89,16 @@ class InputChecks:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-# The columns `InputChecks.columns()` gives, in order.
-CHECK_COLUMNS = ["speech_share", "loudness_lufs", "clipped_share", "bandwidth_hz"]
+    @classmethod
+    def from_columns(cls, row: dict) -> "InputChecks | None":
+        """Back from a row holding CHECK_COLUMNS (Ray's); None when the row has none (checks off, or no audio)."""
+        if row.get("speech_share") is None:
+            return None
+        loudness = row.get("loudness_lufs")
+        checks = cls(row["speech_share"], float("-inf") if loudness is None else loudness, row["clipped_share"],
+                     row["bandwidth_hz"])
+        checks.warnings = warnings_for(checks)
+        return checks
 
 
 def _require(module: str):
@@ -97,6 +106,12 @@ def _require(module: str):
         return __import__(module)
     except ImportError as error:
         raise ImportError(f"the input checks need {module}: pip install 'distill-mos-hf[checks]' ({error})") from None
+
+
+def require_checks() -> None:
+    """Raises ImportError with the install hint when a package the checks need is missing."""
+    for module in ("silero_vad", "pyloudnorm", "scipy"):
+        _require(module)
 
 
 def _vad():

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .audio import AUDIO_SUFFIXES
-from .columns import COLUMNS, DTYPE_CHOICES, WINDOW_COLUMNS
+from .columns import CHECK_COLUMNS, COLUMNS, DTYPE_CHOICES, INTERVAL_COLUMNS, WINDOW_COLUMNS
 from .provenance import check_model_location, read_sidecar, rename_sidecar, resume_conflict, write_sidecar
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
              "OUTPUT.partial), score only the inputs without a row, and append",
     )
     parser.add_argument("--windows", action="store_true", help="add per-window scores and start times (seconds)")
+    parser.add_argument(
+        "--checks", action="store_true",
+        help="input checks: add speech_share (Silero VAD), loudness_lufs (ITU-R BS.1770), clipped_share and "
+             "bandwidth_hz columns, and a warning where one says the score means little (pip install "
+             "'distill-mos-hf[checks]')",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=8, help="files per model call (default: 8)")
     parser.add_argument("--channel", default="first", help="multi-channel audio: first (default, as the original), mean, or a 0-based index")
@@ -220,7 +226,7 @@ def _parse_channel(value: str) -> str | int:
 # --- output ---------------------------------------------------------------------------------------------------------
 
 
-def _row(result, windows: bool) -> dict:
+def _row(result, windows: bool, extra_columns=()) -> dict:
     row = {
         "file": result.path,
         "mos": None if result.mos is None else round(result.mos, 6),
@@ -233,16 +239,31 @@ def _row(result, windows: bool) -> dict:
     if windows:
         row["window_scores"] = [round(s, 6) for s in result.window_scores]
         row["window_start_times"] = [round(s, 4) for s in result.window_start_times]
+    checks = result.checks.columns() if result.checks is not None else {}
+    for name in extra_columns:
+        if name in CHECK_COLUMNS:
+            row[name] = checks.get(name)
+        else:  # INTERVAL_COLUMNS
+            value = getattr(result, name)
+            row[name] = None if value is None else round(value, 6)
     return row
+
+
+def extra_columns(model: str | None, checks: bool) -> list[str]:
+    """The columns after COLUMNS (and WINDOW_COLUMNS): mos_low/mos_high for a calibrated model, the checks' ones."""
+    from .provenance import calibration_at, find_model_location
+
+    calibrated = calibration_at(model or find_model_location(Path(__file__).resolve().parents[1])) is not None
+    return (INTERVAL_COLUMNS if calibrated else []) + (CHECK_COLUMNS if checks else [])
 
 
 class _Writer:
     """Writes rows as they come (CSV or JSON Lines), flushed one by one, so an interrupted run keeps what it scored."""
 
-    def __init__(self, handle, fmt: str, windows: bool, header: bool = True):
+    def __init__(self, handle, fmt: str, windows: bool, header: bool = True, extra_columns=()):
         self.handle, self.fmt = handle, fmt
         if fmt == "csv":
-            self.csv = csv.DictWriter(handle, fieldnames=COLUMNS + (WINDOW_COLUMNS if windows else []))
+            self.csv = csv.DictWriter(handle, fieldnames=COLUMNS + (WINDOW_COLUMNS if windows else []) + list(extra_columns))
             if header:
                 self.csv.writeheader()
 
@@ -269,7 +290,7 @@ def partial_path(output: Path) -> Path:
     return output.with_name(output.name + PARTIAL_SUFFIX)
 
 
-def read_done_rows(path: Path, fmt: str, windows: bool) -> list[dict]:
+def read_done_rows(path: Path, fmt: str, windows: bool, extra_columns=()) -> list[dict]:
     """
     The complete rows of an earlier run's output, for `--resume`. A last line cut short by a killed process is
     dropped and cut off the file, so that appending continues on a clean line. Raises UsageError when the file
@@ -282,7 +303,7 @@ def read_done_rows(path: Path, fmt: str, windows: bool) -> list[dict]:
             handle.truncate(end)
         data = data[:end]
     text = data.decode("utf-8")
-    expected = COLUMNS + (WINDOW_COLUMNS if windows else [])
+    expected = COLUMNS + (WINDOW_COLUMNS if windows else []) + list(extra_columns)
     if fmt == "csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
         if text and reader.fieldnames != expected:
@@ -322,7 +343,7 @@ class _Output:
     file, which `--resume` continues. stdout and special files (/dev/full, a FIFO) are written in place.
     """
 
-    def __init__(self, output: str, fmt: str, windows: bool, overwrite: bool, resume: bool):
+    def __init__(self, output: str, fmt: str, windows: bool, overwrite: bool, resume: bool, extra_columns=()):
         self.fmt, self.windows = fmt, windows
         self.to_stdout = output == "-"
         self.path = None if self.to_stdout else Path(output)
@@ -351,7 +372,7 @@ class _Output:
             source = self.partial if self.partial.is_file() else self.path if self.path.is_file() else None
             if source is not None:
                 self.resumed_from = source
-                self.done_rows = read_done_rows(source, fmt, windows)
+                self.done_rows = read_done_rows(source, fmt, windows, extra_columns)
                 if source == self.path:  # extend a finished run through a copy: the original stays whole meanwhile
                     shutil.copyfile(self.path, self.partial)
         elif not overwrite:
@@ -423,7 +444,7 @@ def _load_scorer(args):
     try:
         return DistillMOSScorer.from_pretrained(
             args.model, device=args.device, batch_size=args.batch_size, window_hop=args.window_hop,
-            backend=args.backend, onnx_path=args.onnx_path, half=args.half, dtype=args.dtype,
+            backend=args.backend, onnx_path=args.onnx_path, half=args.half, dtype=args.dtype, checks=args.checks,
         )
     except (ValueError, RuntimeError, OSError, ImportError, TypeError) as error:
         raise UsageError(f"could not load the model: {error}") from None
@@ -431,12 +452,11 @@ def _load_scorer(args):
 
 def _ray_provenance(args):
     """The record of a --ray run, from its settings: Ray's actors load the model themselves."""
-    from .provenance import describe, find_model_location
+    from .provenance import calibration_at, describe, find_model_location
 
-    return describe(
-        args.model or find_model_location(Path(__file__).resolve().parents[1]), precision=args.dtype,
-        backend="torch", device=args.device, window_hop_s=args.window_hop,
-    )
+    location = args.model or find_model_location(Path(__file__).resolve().parents[1])
+    return describe(location, precision=args.dtype, backend="torch", device=args.device,
+                    window_hop_s=args.window_hop, calibration=calibration_at(location))
 
 
 def _score_local(scorer, files: list[str], problems: dict[str, str], channel) -> Iterator:
@@ -463,13 +483,14 @@ def _connect_ray(address: str) -> bool:
 
 
 def _score_ray(args, files: list[str], problems: dict[str, str], channel, address: str) -> Iterator:
+    from .checks import InputChecks
     from .ray import score_files_with_ray
     from .scorer import FileScore
 
     rows = score_files_with_ray(
         [f for f in files if f not in problems], address=None if address == "local" else address,
         num_actors=args.ray_actors, model=args.model, device=args.device, batch_size=args.batch_size,
-        window_hop=args.window_hop, channel=channel, windows=args.windows, dtype=args.dtype,
+        window_hop=args.window_hop, channel=channel, windows=args.windows, dtype=args.dtype, checks=args.checks,
     )
     for file in files:
         if file in problems:
@@ -480,6 +501,7 @@ def _score_ray(args, files: list[str], problems: dict[str, str], channel, addres
             path=row["file"], mos=row["mos"], duration=row["duration_s"], sampling_rate=row["sampling_rate"],
             channels=row["channels"], error=row["error"], warning=row["warning"],
             window_scores=list(row.get("window_scores") or []), window_start_times=list(row.get("window_start_times") or []),
+            mos_low=row.get("mos_low"), mos_high=row.get("mos_high"), checks=InputChecks.from_columns(row),
         )
 
 
@@ -541,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
         if not files:
             raise UsageError("no files to score")
         fmt = args.format or ("jsonl" if str(args.output).lower().endswith((".jsonl", ".json")) else "csv")
-        output = _Output(args.output, fmt, args.windows, args.overwrite, args.resume)
+        extra = extra_columns(args.model, args.checks)
+        output = _Output(args.output, fmt, args.windows, args.overwrite, args.resume, extra)
     except UsageError as error:
         return usage_error(str(error))
     except OSError as error:
@@ -570,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
             output.start(scorer.provenance)  # OUTPUT.partial.provenance.json; refuses a mismatched --resume
             results = _score_local(scorer, remaining, problems, channel)
         handle = output.open()
-        writer = _Writer(handle, fmt, args.windows, header=output.needs_header())
+        writer = _Writer(handle, fmt, args.windows, header=output.needs_header(), extra_columns=extra)
         if len(remaining) >= PROGRESS_MIN_FILES and not (args.no_progress or args.quiet):
             from tqdm import tqdm
 
@@ -582,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"error: {result.path}: {result.error}")
             if not args.quiet and result.warning:
                 say(f"warning: {result.path}: {result.warning}")
-            writer.write(_row(result, args.windows))
+            writer.write(_row(result, args.windows, extra))
             written += 1
             if progress:
                 progress.update()

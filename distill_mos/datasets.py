@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .audio import AudioFileError, decode_bytes, load_audio, select_channel
+from .checks import check_audio, require_checks
+from .columns import CHECK_COLUMNS
 
 
 def example_waveform(audio, channel: str | int = "first") -> tuple[np.ndarray, int]:
@@ -107,8 +109,9 @@ class _MOSMapper:
 
     def __init__(
         self, scorer, settings: dict, audio_column: str, column: str, channel, windows: bool, num_proc: int,
-        num_threads: int | None = None,
+        num_threads: int | None = None, checks: bool = False, interval: bool = False,
     ):
+        self.checks, self.interval = checks, interval
         self.scorer, self.settings = scorer, settings
         self.audio_column, self.column, self.channel, self.windows = audio_column, column, channel, windows
         self.num_proc, self.num_threads = num_proc, num_threads
@@ -150,12 +153,15 @@ class _MOSMapper:
         import torch
 
         scorer, column = self.scorer, self.column
-        prepared, errors = [], []
+        prepared, errors, checks = [], [], []
         for audio in batch[self.audio_column]:
+            checks.append(None)
             try:
                 waveform, sampling_rate = example_waveform(audio, self.channel)
                 prepared.append(scorer.prepare(waveform, sampling_rate))
                 errors.append(None)
+                if self.checks:  # at the row's own sampling rate
+                    checks[-1] = check_audio(waveform, sampling_rate, prepared[-1])
             except AudioFileError as error:  # the row names its file already: keep the reason
                 prepared.append(None)
                 errors.append(error.reason)
@@ -175,17 +181,31 @@ class _MOSMapper:
             column: [scores[i].mos if i in scores else None for i in range(len(prepared))],
             f"{column}_error": errors,
         }
+        if self.interval:
+            out[f"{column}_low"] = [scores[i].mos_low if i in scores else None for i in range(len(prepared))]
+            out[f"{column}_high"] = [scores[i].mos_high if i in scores else None for i in range(len(prepared))]
+        if self.checks:
+            for name in CHECK_COLUMNS:
+                out[name] = [c.columns()[name] if c is not None else None for c in checks]
+            out[f"{column}_warning"] = [("; ".join(c.warnings) or None) if c is not None else None for c in checks]
+        out[f"{column}_provenance"] = [scorer.provenance.summary()] * len(prepared)
         if self.windows:
             out[f"{column}_window_scores"] = [scores[i].window_scores if i in scores else None for i in range(len(prepared))]
             out[f"{column}_window_start_times"] = [scores[i].window_start_times if i in scores else None for i in range(len(prepared))]
         return out
 
 
-def output_features(column: str = "mos", windows: bool = False) -> dict:
+def output_features(column: str = "mos", windows: bool = False, checks: bool = False, interval: bool = False) -> dict:
     """The declared types of the columns `add_mos_column` adds (float32 MOS, string error, float32 lists)."""
     from datasets import List, Value
 
     features = {column: Value("float32"), f"{column}_error": Value("string")}
+    if interval:
+        features.update({f"{column}_low": Value("float32"), f"{column}_high": Value("float32")})
+    if checks:
+        features.update({name: Value("float32") for name in CHECK_COLUMNS})
+        features[f"{column}_warning"] = Value("string")
+    features[f"{column}_provenance"] = Value("string")
     if windows:
         features[f"{column}_window_scores"] = List(Value("float32"))
         features[f"{column}_window_start_times"] = List(Value("float32"))
@@ -204,6 +224,7 @@ def add_mos_column(
     device: str = "auto",
     dtype: str = "float32",
     num_threads: int | None = None,
+    checks: bool = False,
     **map_kwargs,
 ):
     """
@@ -211,7 +232,11 @@ def add_mos_column(
     reason, else None) to a `datasets.Dataset` or `datasets.IterableDataset` (streaming) with an `Audio` column at
     any sampling rate. With `windows=True` it also adds `<column>_window_scores` and `<column>_window_start_times`
     (seconds). A bad row (missing, corrupt, empty, NaN audio) anywhere, even every row, gives None and its reason;
-    the others are scored.
+    the others are scored. `<column>_provenance` names what scored each row (`Provenance.summary()`: version, weights
+    SHA-256, precision, backend, device, hop): a column rather than `info.description`, because it survives
+    `concatenate_datasets`, `select`, `to_pandas` and `to_csv`, and shows rows scored by different runs as such. A
+    calibrated model adds `<column>_low` / `<column>_high`; `checks=True` adds the input checks' columns
+    (`speech_share`, `loudness_lufs`, `clipped_share`, `bandwidth_hz`) and `<column>_warning`.
 
         ds = load_dataset("audiofolder", data_dir="clips")["train"]
         ds = add_mos_column(ds)                                   # ds["mos"]
@@ -256,6 +281,15 @@ def add_mos_column(
     elif scorer is not None and parallel:
         _check_workers_can_reload(scorer, settings)
 
+    if checks:
+        require_checks()
+    if scorer is not None:
+        interval = scorer.interval is not None
+    else:
+        from .provenance import calibration_at
+        from .scorer import default_model_location
+
+        interval = calibration_at(model or default_model_location()) is not None
     features = dataset.features
     feature = features[audio_column] if features is not None else None
     decodes_itself = getattr(feature, "decode", False) and type(feature).__name__ == "Audio"
@@ -266,11 +300,11 @@ def add_mos_column(
         removed = map_kwargs.get("remove_columns") or []
         removed = [removed] if isinstance(removed, str) else list(removed)
         declared = {name: f for name, f in dataset.features.items() if name not in removed}
-        declared.update(output_features(column, windows))
+        declared.update(output_features(column, windows, checks, interval))
         map_kwargs["features"] = datasets.Features(declared)
 
     mapper = _MOSMapper(scorer if not parallel else None, settings, audio_column, column, channel, windows,
-                        num_proc or 1, num_threads)
+                        num_proc or 1, num_threads, checks=checks, interval=interval)
     if streaming:
         scored = dataset.map(mapper, batched=True, batch_size=batch_size, **map_kwargs)
     else:

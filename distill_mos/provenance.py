@@ -97,6 +97,26 @@ def weights_files(location: str) -> list[Path]:
     return [Path(cached)] if isinstance(cached, str) else []
 
 
+def calibration_at(location: str) -> dict | None:
+    """The `mos_interval` in the config.json of a model folder (or of a Hub id in the local cache), else None."""
+    folder = Path(location).expanduser()
+    path = folder / "config.json" if folder.is_dir() else None
+    if path is None:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(location, "config.json")
+        except Exception:  # noqa: BLE001 - no hub library or not a repo id: nothing cached
+            cached = None
+        path = Path(cached) if isinstance(cached, str) else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("mos_interval")
+    except (OSError, ValueError):
+        return None
+
+
 def weights_sha256(location: str) -> dict[str, str]:
     """{file name: SHA-256} of the model's weights files (empty when they cannot be found on this machine)."""
     return {path.name: sha256_of_file(path) for path in weights_files(location)}
@@ -141,14 +161,14 @@ class Provenance:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def summary(self) -> str:
-        """One line naming everything that changes a score (the datasets column, --version)."""
+        """One short line naming everything that changes a score (the datasets column); the weights by hash."""
         weights = ", ".join(f"{name} sha256:{digest[:16]}" for name, digest in self.weights_sha256.items()) or "weights not on file"
         hop = "exact" if self.window_hop == "exact" else f"fast, hop {self.window_hop_s:g} s"
         interval = ""
         if self.calibration:
             interval = f" | interval ±{self.calibration['half_width']:.3f} at {self.calibration['coverage']:.0%}"
-        return (f"distill-mos {self.package_version} | {self.model} ({weights}) | {self.precision} | {self.backend} | "
-                f"{self.device} | window {hop}{interval}")
+        return (f"distill-mos {self.package_version} | {weights} | {self.precision} | {self.backend} | {self.device} | "
+                f"window {hop}{interval}")
 
     def differences(self, other: "Provenance") -> list[str]:
         """What differs between two records in a way that changes the scores: ["precision: float32 vs bfloat16"]."""
@@ -279,6 +299,7 @@ __all__ = [
     "DEFAULT_HUB_ID",
     "NoSuchModelFolder",
     "Provenance",
+    "calibration_at",
     "check_model_location",
     "describe",
     "find_model_location",

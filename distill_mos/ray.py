@@ -17,6 +17,7 @@ Rows that cannot be scored (missing, corrupt, silent-but-unreadable, ...) get `m
 its batch is retried, so every input still yields exactly one row.
 """
 
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 # Columns of `score_files_with_ray` rows: the command line tool's (cli imports no torch).
+from .columns import CHECK_COLUMNS, INTERVAL_COLUMNS
 from .columns import COLUMNS as FILE_COLUMNS
 
 # Input columns the predictor understands, in the order it looks for them (see `DistillMOSPredictor`).
@@ -91,6 +93,11 @@ class DistillMOSPredictor:
             oversubscribe the cores they share).
         dtype: model precision: "float32" (default, exact), "bfloat16", "float16" or "auto" (see
             `DistillMOSScorer.from_pretrained`).
+        checks: add the input checks' columns (`speech_share`, `loudness_lufs`, `clipped_share`, `bandwidth_hz`;
+            their warnings join `<column>_warning`).
+
+    A calibrated model adds `<column>_low` / `<column>_high`. Each output table carries the actor's provenance
+    record in its schema metadata (`distill_mos.provenance.PARQUET_METADATA_KEY`).
     """
 
     def __init__(
@@ -107,6 +114,7 @@ class DistillMOSPredictor:
         file_details: bool = False,
         num_threads: int | None = None,
         dtype: str = "float32",
+        checks: bool = False,
     ):
         import torch
         from transformers.utils import logging as hf_logging
@@ -119,7 +127,7 @@ class DistillMOSPredictor:
         from .scorer import DistillMOSScorer
 
         self.scorer = DistillMOSScorer.from_pretrained(
-            model, device=device, batch_size=batch_size, window_hop=window_hop, dtype=dtype
+            model, device=device, batch_size=batch_size, window_hop=window_hop, dtype=dtype, checks=checks
         )
         self.channel, self.windows, self.column = channel, windows, column
         self.audio_column, self.keep_audio, self.file_details = audio_column, keep_audio, file_details
@@ -156,6 +164,11 @@ class DistillMOSPredictor:
                 waveform, rate = example_waveform(value, self.channel)
             result.sampling_rate = int(rate) if rate is not None else None
             prepared = self.scorer.prepare(waveform, rate, name="audio")
+            if self.scorer.checks:  # at the row's own rate (prepare_file does the same for paths)
+                from .checks import check_audio
+
+                result.checks = check_audio(waveform, rate, prepared)
+                result.warning = "; ".join(filter(None, [result.warning, *result.checks.warnings])) or None
             result.duration = len(waveform) / rate
             if not prepared.any():
                 from .audio import SILENT_WARNING
@@ -185,6 +198,7 @@ class DistillMOSPredictor:
                 p.result.mos, p.result.window_scores, p.result.window_start_times = (
                     score.mos, score.window_scores, score.window_start_times
                 )
+                p.result.mos_low, p.result.mos_high = score.mos_low, score.mos_high
         results = [p.result for p in prepared]
 
         if not self.keep_audio and kind in ("audio", "bytes", "array"):
@@ -196,6 +210,12 @@ class DistillMOSPredictor:
             f"{c}_error": pa.array([r.error for r in results], pa.string()),
             f"{c}_warning": pa.array([r.warning for r in results], pa.string()),
         }
+        if self.scorer.interval is not None:
+            new[f"{c}_low"] = pa.array([r.mos_low for r in results], pa.float64())
+            new[f"{c}_high"] = pa.array([r.mos_high for r in results], pa.float64())
+        if self.scorer.checks:
+            for name in CHECK_COLUMNS:
+                new[name] = pa.array([r.checks.columns()[name] if r.checks else None for r in results], pa.float64())
         if self.windows:
             new[f"{c}_window_scores"] = pa.array(
                 [r.window_scores if r.mos is not None else None for r in results], pa.list_(pa.float64())
@@ -212,7 +232,9 @@ class DistillMOSPredictor:
             if name in table.column_names:
                 table = table.drop_columns([name])
             table = table.append_column(name, array)
-        return table
+        from .provenance import parquet_metadata
+
+        return table.replace_schema_metadata({**(table.schema.metadata or {}), **parquet_metadata(self.scorer.provenance)})
 
 
 def actor_pool_options(
@@ -298,6 +320,7 @@ def score_files_with_ray(
             if windows:
                 out["window_scores"] = row["mos_window_scores"] or []
                 out["window_start_times"] = row["mos_window_start_times"] or []
+            out.update({name: row[name] for name in (*INTERVAL_COLUMNS, *CHECK_COLUMNS) if name in row})
             yield out
 
 
@@ -354,7 +377,7 @@ def score_with_ray(
             if output.suffix.lower() == ".csv":
                 batch = pa.table({n: _csv_column(batch.column(n)) for n in batch.column_names})
             if writer is None:
-                schema = batch.schema
+                schema = _with_provenance(batch.schema, predictor_kwargs)
                 writer = (pq.ParquetWriter(tmp, schema) if output.suffix.lower() == ".parquet"
                           else pa_csv.CSVWriter(tmp, schema))
             writer.write_table(batch.cast(schema))
@@ -364,7 +387,25 @@ def score_with_ray(
     if writer is None:
         raise ValueError("nothing to score: the source is empty")
     os.replace(tmp, output)
+    if output.suffix.lower() == ".csv":  # CSV has no metadata: the record goes beside it, as the CLI's does
+        from .provenance import PARQUET_METADATA_KEY, Provenance, write_sidecar
+
+        write_sidecar(output, Provenance.from_dict(json.loads(schema.metadata[PARQUET_METADATA_KEY])))
     return output
+
+
+def _with_provenance(schema, predictor_kwargs: dict):
+    """The output schema with the provenance record: the actors' (in their tables' metadata), else the driver's."""
+    from .provenance import PARQUET_METADATA_KEY, calibration_at, describe, parquet_metadata
+    from .scorer import default_model_location
+
+    if PARQUET_METADATA_KEY in (schema.metadata or {}):
+        return schema
+    location = predictor_kwargs.get("model") or default_model_location()
+    record = describe(location, precision=predictor_kwargs.get("dtype", "float32"), backend="torch",
+                      device=predictor_kwargs.get("device", "auto"), window_hop_s=predictor_kwargs.get("window_hop"),
+                      calibration=calibration_at(location))
+    return schema.with_metadata({**(schema.metadata or {}), **parquet_metadata(record)})
 
 
 def _csv_column(column):

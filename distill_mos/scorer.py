@@ -17,6 +17,8 @@ from feature_extraction_distillmos import DistillMOSFeatureExtractor
 from modeling_distillmos import DistillMOSModel
 
 from .audio import AudioFileError, DecodedAudio, load_audio
+from .calibration import MOSInterval
+from .checks import InputChecks, check_audio, require_checks
 from .provenance import DEFAULT_HUB_ID, Provenance, check_model_location, find_model_location, of_scorer  # noqa: F401
 
 # Clips of a batch are padded to the longest; cap what padding may cost (samples x clips, 64 MB of float32).
@@ -71,11 +73,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 @dataclass
 class Score:
-    """The score of one clip: `mos` (1..5) and, per analysis window, its score and start time in seconds."""
+    """
+    The score of one clip: `mos` (1..5) and, per analysis window, its score and start time in seconds; with a
+    calibrated model, the interval `mos_low`..`mos_high`; with `checks=True`, the input checks.
+    """
 
     mos: float
     window_scores: list[float] = field(default_factory=list)
     window_start_times: list[float] = field(default_factory=list)
+    mos_low: float | None = None
+    mos_high: float | None = None
+    checks: InputChecks | None = None
 
 
 @dataclass
@@ -91,6 +99,9 @@ class FileScore:
     window_start_times: list[float] = field(default_factory=list)
     error: str | None = None
     warning: str | None = None
+    mos_low: float | None = None
+    mos_high: float | None = None
+    checks: InputChecks | None = None
 
     @property
     def ok(self) -> bool:
@@ -124,6 +135,11 @@ class DistillMOSScorer:
             see `distill_mos.onnx_backend`); windowing and averaging stay in the model.
         half: score in float16 autocast (CUDA only); kept for compatibility, `dtype="float16"` in `from_pretrained`
             runs the whole network in float16 instead.
+        checks: run the input checks (`distill_mos.checks`: speech share, loudness, clipping, bandwidth) on each clip
+            at its original rate; results get `checks` and their warnings (needs `distill-mos-hf[checks]`).
+
+    A model whose config carries a calibrated `mos_interval` (`distill-mos calibrate`) gives every score its
+    `mos_low` and `mos_high`.
 
     The model's dtype (see `from_pretrained(dtype=...)`) sets the precision: float32 (default) is exact; bfloat16 and
     float16 are faster on hardware that has them, with deviations measured by `bench/benchmark.py`.
@@ -137,6 +153,7 @@ class DistillMOSScorer:
         window_hop: float | None = None,
         window_scorer: Callable[[torch.Tensor], torch.Tensor] | None = None,
         half: bool = False,
+        checks: bool = False,
     ):
         if half and model.device.type != "cuda":
             raise ValueError("half precision (half=True, --half) needs the model on a CUDA GPU.")
@@ -150,6 +167,10 @@ class DistillMOSScorer:
         self.max_window_hop = None if window_hop is None else max(1, round(window_hop * model.config.sampling_rate))
         self.window_scorer = window_scorer
         self.half = half
+        if checks:
+            require_checks()  # a missing package is a load-time error, not one error per file
+        self.checks = checks
+        self.interval = MOSInterval.from_config(model.config)
 
     @classmethod
     def from_pretrained(
@@ -228,12 +249,22 @@ class DistillMOSScorer:
                 output = self.model(**inputs, max_window_hop=self.max_window_hop, window_scorer=self.window_scorer)
             for row, index in enumerate(batch):
                 mask = output.window_mask[row]
+                mos = float(output.mos[row])
+                low, high = self._bounds(mos)
                 scores[index] = Score(
-                    mos=float(output.mos[row]),
+                    mos=mos,
                     window_scores=output.window_scores[row][mask].tolist(),
                     window_start_times=output.window_start_times[row][mask].tolist(),
+                    mos_low=low,
+                    mos_high=high,
                 )
         return scores
+
+    def _bounds(self, mos: float) -> tuple[float | None, float | None]:
+        """The calibrated interval around one score; (None, None) for a model without one."""
+        if self.interval is None:
+            return None, None
+        return self.interval.bounds(mos, self.model.config.mos_min, self.model.config.mos_max)
 
     def score_array(self, waveform, sampling_rate: int) -> Score:
         """Scores one mono clip (numpy array, tensor or list; float or integer PCM) at any sampling rate."""
@@ -256,7 +287,11 @@ class DistillMOSScorer:
             prepared.append(self.prepare(waveform, sampling_rate, name))
             if not prepared[-1].any():
                 warnings.warn(f"{name} {SILENT}", UserWarning, stacklevel=2)
-        return self.score_prepared(prepared)
+        scores = self.score_prepared(prepared)
+        if self.checks:  # on each clip at its own rate (the bandwidth of the audio, not of the resampling)
+            for score, waveform, rate, clip in zip(scores, waveforms, sampling_rates, prepared):
+                score.checks = check_audio(waveform, rate, clip)
+        return scores
 
     # --- files --------------------------------------------------------------------------------------------------
 
@@ -274,8 +309,11 @@ class DistillMOSScorer:
                 decoded.channels,
             )
             waveform = self.prepare(decoded.waveform, decoded.sampling_rate, name="audio")
+            if self.checks:  # at the file's own rate, in the decoding thread
+                result.checks = check_audio(decoded.waveform, decoded.sampling_rate, waveform)
             # decoded.warning: very short, or far shorter than the header says (wording in distill_mos.audio)
             notes = ([f"audio {SILENT}"] if not waveform.any() else []) + ([decoded.warning] if decoded.warning else [])
+            notes += result.checks.warnings if result.checks else []
             result.warning = "; ".join(notes) or None
             return _Prepared(result, waveform)
         except AudioFileError as error:
@@ -335,6 +373,7 @@ class DistillMOSScorer:
                     score.window_scores,
                     score.window_start_times,
                 )
+                p.result.mos_low, p.result.mos_high = score.mos_low, score.mos_high
         for p in prepared:
             yield p.result
 

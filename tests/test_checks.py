@@ -109,3 +109,80 @@ def test_quiet_speech_is_reported():
 
 def test_columns_are_the_declared_ones():
     assert list(check_audio(*speech()).columns()) == CHECK_COLUMNS
+
+
+# --- on every path: API, CLI, datasets, Ray's predictor (called directly: no Ray started) ----------------------------
+
+@pytest.fixture(scope="module")
+def scorer():
+    from distill_mos.scorer import DistillMOSScorer
+
+    return DistillMOSScorer.from_pretrained(str(ROOT), device="cpu", checks=True)
+
+
+@pytest.fixture(scope="module")
+def narrowband_file(tmp_path_factory):
+    """Wideband speech passed through 8 kHz and stored at 16 kHz: a file whose header says wideband."""
+    import soundfile as sf
+
+    waveform, rate = speech()
+    path = tmp_path_factory.mktemp("nb") / "narrowband.wav"
+    sf.write(path, resample(resample(waveform, rate, 8000), 8000, rate), rate)
+    return str(path)
+
+
+def test_api_scores_carry_the_checks_and_files_their_warnings(scorer, narrowband_file):
+    waveform, rate = speech()
+    score = scorer.score_array(waveform, rate)
+    assert score.checks is not None and score.checks.warnings == []
+    with pytest.warns(UserWarning, match="silent"):
+        assert scorer.score_array(waveform * 0, rate).checks.speech_share == 0
+    good, narrow = scorer.score_files([str(DIR1 / "ref.wav"), narrowband_file])
+    assert good.checks.bandwidth_hz > 7000 and good.warning is None
+    assert narrow.checks.band == "narrowband" and "band-limited to" in narrow.warning
+    assert narrow.mos is not None  # a warning, never a lost score
+
+
+def test_checks_are_off_by_default():
+    from distill_mos.scorer import DistillMOSScorer
+
+    plain = DistillMOSScorer.from_pretrained(str(ROOT), device="cpu")
+    assert next(plain.score_files([str(DIR1 / "melp.wav")])).checks is None
+
+
+def test_cli_checks_columns_and_warning(tmp_path, narrowband_file, capsys):
+    import csv
+
+    from distill_mos.cli import main
+
+    out = tmp_path / "s.csv"
+    assert main([str(DIR1 / "ref.wav"), narrowband_file, "-o", str(out), "--checks"]) == 0
+    assert "band-limited" in capsys.readouterr().err
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0])[-4:] == CHECK_COLUMNS
+    assert float(rows[0]["bandwidth_hz"]) > 7000 and float(rows[1]["bandwidth_hz"]) <= 5000
+    assert rows[0]["warning"] == "" and "band-limited" in rows[1]["warning"]
+    # a resumed run with --checks continues the columns; without it the columns differ and it refuses
+    assert main([str(DIR1 / "ref.wav"), narrowband_file, str(DIR1 / "opus.wav"), "-o", str(out), "--resume",
+                 "--checks", "-q"]) == 0
+    assert main([str(DIR1 / "ref.wav"), str(DIR1 / "lpcnq.wav"), "-o", str(out), "--resume", "-q"]) == 2
+
+
+def test_datasets_and_ray_rows_carry_the_checks(narrowband_file):
+    import datasets
+    import pyarrow as pa
+
+    from distill_mos import add_mos_column
+    from distill_mos.ray import DistillMOSPredictor
+
+    files = [str(DIR1 / "ref.wav"), narrowband_file]
+    dataset = datasets.Dataset.from_dict({"audio": files}).cast_column("audio", datasets.Audio())
+    scored = add_mos_column(dataset, checks=True, device="cpu", model=str(ROOT))
+    assert scored.features["bandwidth_hz"] == datasets.Value("float32")
+    assert scored["mos_warning"][0] is None and "band-limited" in scored["mos_warning"][1]
+    table = DistillMOSPredictor(model=str(ROOT), device="cpu", num_threads=1, checks=True)(pa.table({"file": files}))
+    assert table.column("bandwidth_hz").to_pylist()[1] <= 5000
+    assert "band-limited" in table.column("mos_warning").to_pylist()[1]
+    plain = DistillMOSPredictor(model=str(ROOT), device="cpu", num_threads=1)(pa.table({"file": files}))
+    assert "bandwidth_hz" not in plain.column_names

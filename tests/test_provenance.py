@@ -108,3 +108,20 @@ def test_scorer_records_what_it_runs_with():
     assert Provenance.from_dict(json.loads(record.to_json())) == record
     metadata = parquet_metadata(record)
     assert json.loads(metadata[b"distill_mos.provenance"])["precision"] == "bfloat16"
+
+
+def test_datasets_column_and_ray_tables_name_what_scored_them():
+    import datasets
+    import pyarrow as pa
+
+    from distill_mos import add_mos_column
+    from distill_mos.ray import DistillMOSPredictor
+
+    files = [str(DIR3 / "ref.wav")]
+    dataset = datasets.Dataset.from_dict({"audio": files}).cast_column("audio", datasets.Audio())
+    scored = add_mos_column(dataset, device="cpu", dtype="bfloat16", model=str(ROOT))
+    assert scored["mos_provenance"][0] == describe(str(ROOT), precision="bfloat16").summary()
+    assert WEIGHTS_SHA256[:16] in scored["mos_provenance"][0] and "bfloat16" in scored["mos_provenance"][0]
+    table = DistillMOSPredictor(model=str(ROOT), device="cpu", num_threads=1, window_hop=4)(pa.table({"file": files}))
+    record = Provenance.from_dict(json.loads(table.schema.metadata[b"distill_mos.provenance"]))
+    assert (record.window_hop_s, record.weights_sha256["model.safetensors"]) == (4.0, WEIGHTS_SHA256)
