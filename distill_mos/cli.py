@@ -22,6 +22,7 @@ from pathlib import Path
 from .audio import AUDIO_SUFFIXES
 from .columns import CHECK_COLUMNS, COLUMNS, DTYPE_CHOICES, INTERVAL_COLUMNS, WINDOW_COLUMNS
 from .provenance import check_model_location, read_sidecar, rename_sidecar, resume_conflict, write_sidecar
+from .results import FileScore, file_row, from_file_row
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 PROGRESS_MIN_FILES = 4
@@ -226,37 +227,6 @@ def _parse_channel(value: str) -> str | int:
 # --- output ---------------------------------------------------------------------------------------------------------
 
 
-def _row(result, windows: bool, extra_columns=()) -> dict:
-    row = {
-        "file": result.path,
-        "mos": None if result.mos is None else round(result.mos, 6),
-        "duration_s": None if result.duration is None else round(result.duration, 4),
-        "sampling_rate": result.sampling_rate,
-        "channels": result.channels,
-        "error": result.error,
-        "warning": result.warning,
-    }
-    if windows:
-        row["window_scores"] = [round(s, 6) for s in result.window_scores]
-        row["window_start_times"] = [round(s, 4) for s in result.window_start_times]
-    checks = result.checks.columns() if result.checks is not None else {}
-    for name in extra_columns:
-        if name in CHECK_COLUMNS:
-            row[name] = checks.get(name)
-        else:  # INTERVAL_COLUMNS
-            value = getattr(result, name)
-            row[name] = None if value is None else round(value, 6)
-    return row
-
-
-def extra_columns(model: str | None, checks: bool) -> list[str]:
-    """The columns after COLUMNS (and WINDOW_COLUMNS): mos_low/mos_high for a calibrated model, the checks' ones."""
-    from .provenance import calibration_at, find_model_location
-
-    calibrated = calibration_at(model or find_model_location(Path(__file__).resolve().parents[1])) is not None
-    return (INTERVAL_COLUMNS if calibrated else []) + (CHECK_COLUMNS if checks else [])
-
-
 class _Writer:
     """Writes rows as they come (CSV or JSON Lines), flushed one by one, so an interrupted run keeps what it scored."""
 
@@ -389,7 +359,7 @@ class _Output:
         Writes the run's provenance record beside the .partial file (`OUTPUT.partial.provenance.json`, renamed with
         it). With --resume, refuses (ResumeRefused) when the kept rows were made with other scoring settings.
         """
-        if self.partial is None or record is None:  # stdout or a special file: no place for a sidecar
+        if self.partial is None:  # stdout or a special file: no place for a sidecar
             return
         if self.resumed_from is not None and self.done_rows:
             try:
@@ -459,15 +429,19 @@ def _ray_provenance(args):
                     window_hop_s=args.window_hop, calibration=calibration_at(location))
 
 
+def extra_columns(model: str | None, checks: bool) -> list[str]:
+    """The columns after COLUMNS (and WINDOW_COLUMNS): mos_low/mos_high for a calibrated model, the checks' ones."""
+    from .provenance import calibration_at, find_model_location
+
+    calibrated = calibration_at(model or find_model_location(Path(__file__).resolve().parents[1])) is not None
+    return (INTERVAL_COLUMNS if calibrated else []) + (CHECK_COLUMNS if checks else [])
+
+
 def _score_local(scorer, files: list[str], problems: dict[str, str], channel) -> Iterator:
-    import torch
+    from .scorer import Item
 
-    from .scorer import FileScore
-
-    results = scorer.score_files([f for f in files if f not in problems], channel=channel)
-    with torch.inference_mode():
-        for file in files:
-            yield FileScore(path=file, error=problems[file]) if file in problems else next(results)
+    items = (Item.failed(file, problems[file]) if file in problems else Item.file(file) for file in files)
+    return scorer.score_items(items, channel)
 
 
 def _connect_ray(address: str) -> bool:
@@ -483,9 +457,7 @@ def _connect_ray(address: str) -> bool:
 
 
 def _score_ray(args, files: list[str], problems: dict[str, str], channel, address: str) -> Iterator:
-    from .checks import InputChecks
     from .ray import score_files_with_ray
-    from .scorer import FileScore
 
     rows = score_files_with_ray(
         [f for f in files if f not in problems], address=None if address == "local" else address,
@@ -493,16 +465,7 @@ def _score_ray(args, files: list[str], problems: dict[str, str], channel, addres
         window_hop=args.window_hop, channel=channel, windows=args.windows, dtype=args.dtype, checks=args.checks,
     )
     for file in files:
-        if file in problems:
-            yield FileScore(path=file, error=problems[file])
-            continue
-        row = next(rows)
-        yield FileScore(
-            path=row["file"], mos=row["mos"], duration=row["duration_s"], sampling_rate=row["sampling_rate"],
-            channels=row["channels"], error=row["error"], warning=row["warning"],
-            window_scores=list(row.get("window_scores") or []), window_start_times=list(row.get("window_start_times") or []),
-            mos_low=row.get("mos_low"), mos_high=row.get("mos_high"), checks=InputChecks.from_columns(row),
-        )
+        yield FileScore(path=file, error=problems[file]) if file in problems else from_file_row(next(rows))
 
 
 def _quiet_stdout() -> None:
@@ -605,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"error: {result.path}: {result.error}")
             if not args.quiet and result.warning:
                 say(f"warning: {result.path}: {result.warning}")
-            writer.write(_row(result, args.windows, extra))
+            writer.write(file_row(result, args.windows, extra))
             written += 1
             if progress:
                 progress.update()

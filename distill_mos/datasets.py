@@ -6,13 +6,14 @@ column "null"), streaming datasets work the same way, and with `num_proc=N` ever
 model lazily, with `cpu_count // N` torch threads or, with GPUs, `cuda:(rank % device_count)`.
 """
 
+import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .audio import AudioFileError, decode_bytes, load_audio, select_channel
-from .checks import check_audio, require_checks
+from .audio import decode_bytes, load_audio, select_channel
+from .checks import require_checks
 from .columns import CHECK_COLUMNS
 
 
@@ -109,9 +110,9 @@ class _MOSMapper:
 
     def __init__(
         self, scorer, settings: dict, audio_column: str, column: str, channel, windows: bool, num_proc: int,
-        num_threads: int | None = None, checks: bool = False, interval: bool = False,
+        num_threads: int | None = None, interval: bool = False,
     ):
-        self.checks, self.interval = checks, interval
+        self.interval = interval
         self.scorer, self.settings = scorer, settings
         self.audio_column, self.column, self.channel, self.windows = audio_column, column, channel, windows
         self.num_proc, self.num_threads = num_proc, num_threads
@@ -150,48 +151,15 @@ class _MOSMapper:
         return self._thread.submit(self._score, batch).result()
 
     def _score(self, batch: dict) -> dict:
-        import torch
+        from .results import result_columns
+        from .scorer import Item
 
-        scorer, column = self.scorer, self.column
-        prepared, errors, checks = [], [], []
-        for audio in batch[self.audio_column]:
-            checks.append(None)
-            try:
-                waveform, sampling_rate = example_waveform(audio, self.channel)
-                prepared.append(scorer.prepare(waveform, sampling_rate))
-                errors.append(None)
-                if self.checks:  # at the row's own sampling rate
-                    checks[-1] = check_audio(waveform, sampling_rate, prepared[-1])
-            except AudioFileError as error:  # the row names its file already: keep the reason
-                prepared.append(None)
-                errors.append(error.reason)
-            except Exception as error:  # noqa: BLE001 - a bad row must not lose the others' scores
-                prepared.append(None)
-                errors.append(str(error).replace("the clip ", "", 1))
-        good = [i for i, w in enumerate(prepared) if w is not None]
-        scores = {}
-        with torch.inference_mode():
-            results = scorer.score_prepared_each([prepared[i] for i in good]) if good else []
-        for i, score in zip(good, results):
-            if isinstance(score, str):
-                errors[i] = score
-            else:
-                scores[i] = score
-        out = {
-            column: [scores[i].mos if i in scores else None for i in range(len(prepared))],
-            f"{column}_error": errors,
-        }
-        if self.interval:
-            out[f"{column}_low"] = [scores[i].mos_low if i in scores else None for i in range(len(prepared))]
-            out[f"{column}_high"] = [scores[i].mos_high if i in scores else None for i in range(len(prepared))]
-        if self.checks:
-            for name in CHECK_COLUMNS:
-                out[name] = [c.columns()[name] if c is not None else None for c in checks]
-            out[f"{column}_warning"] = [("; ".join(c.warnings) or None) if c is not None else None for c in checks]
-        out[f"{column}_provenance"] = [scorer.provenance.summary()] * len(prepared)
-        if self.windows:
-            out[f"{column}_window_scores"] = [scores[i].window_scores if i in scores else None for i in range(len(prepared))]
-            out[f"{column}_window_start_times"] = [scores[i].window_start_times if i in scores else None for i in range(len(prepared))]
+        items = [Item.audio(audio) for audio in batch[self.audio_column]]
+        results = list(self.scorer.score_items(items, self.channel))
+        checks = self.scorer.checks
+        out = result_columns(results, self.column, windows=self.windows, warnings=checks, interval=self.interval,
+                             checks=checks)
+        out[f"{self.column}_provenance"] = [self.scorer.provenance.summary()] * len(results)
         return out
 
 
@@ -200,15 +168,16 @@ def output_features(column: str = "mos", windows: bool = False, checks: bool = F
     from datasets import List, Value
 
     features = {column: Value("float32"), f"{column}_error": Value("string")}
+    if checks:  # their warnings
+        features[f"{column}_warning"] = Value("string")
+    if windows:
+        features[f"{column}_window_scores"] = List(Value("float32"))
+        features[f"{column}_window_start_times"] = List(Value("float32"))
     if interval:
         features.update({f"{column}_low": Value("float32"), f"{column}_high": Value("float32")})
     if checks:
         features.update({name: Value("float32") for name in CHECK_COLUMNS})
-        features[f"{column}_warning"] = Value("string")
     features[f"{column}_provenance"] = Value("string")
-    if windows:
-        features[f"{column}_window_scores"] = List(Value("float32"))
-        features[f"{column}_window_start_times"] = List(Value("float32"))
     return features
 
 
@@ -236,7 +205,7 @@ def add_mos_column(
     SHA-256, precision, backend, device, hop): a column rather than `info.description`, because it survives
     `concatenate_datasets`, `select`, `to_pandas` and `to_csv`, and shows rows scored by different runs as such. A
     calibrated model adds `<column>_low` / `<column>_high`; `checks=True` adds the input checks' columns
-    (`speech_share`, `loudness_lufs`, `clipped_share`, `bandwidth_hz`) and `<column>_warning`.
+    (`speech_share`, `loudness_lufs`, `clipped_share`, `bandwidth_hz`) and their warnings in `<column>_warning`.
 
         ds = load_dataset("audiofolder", data_dir="clips")["train"]
         ds = add_mos_column(ds)                                   # ds["mos"]
@@ -274,22 +243,26 @@ def add_mos_column(
 
     # How workers load their own model; also what the map's cache fingerprint sees instead of the weights.
     settings = {"location": model, "device": device, "dtype": dtype} if scorer is None else _scorer_settings(scorer)
+    settings["checks"] = checks
     if scorer is None and not parallel:
         from .scorer import DistillMOSScorer
 
-        scorer = DistillMOSScorer.from_pretrained(model, device=device, dtype=dtype)
+        scorer = DistillMOSScorer.from_pretrained(model, device=device, dtype=dtype, checks=checks)
     elif scorer is not None and parallel:
         _check_workers_can_reload(scorer, settings)
-
+    if scorer is not None and scorer.checks != checks:  # the caller's scorer, as it is, but for the checks
+        scorer = copy.copy(scorer)
+        scorer.checks = checks
     if checks:
         require_checks()
     if scorer is not None:
         interval = scorer.interval is not None
-    else:
+    else:  # num_proc workers load the model: read its config here
         from .provenance import calibration_at
         from .scorer import default_model_location
 
         interval = calibration_at(model or default_model_location()) is not None
+
     features = dataset.features
     feature = features[audio_column] if features is not None else None
     decodes_itself = getattr(feature, "decode", False) and type(feature).__name__ == "Audio"
@@ -304,7 +277,7 @@ def add_mos_column(
         map_kwargs["features"] = datasets.Features(declared)
 
     mapper = _MOSMapper(scorer if not parallel else None, settings, audio_column, column, channel, windows,
-                        num_proc or 1, num_threads, checks=checks, interval=interval)
+                        num_proc or 1, num_threads, interval=interval)
     if streaming:
         scored = dataset.map(mapper, batched=True, batch_size=batch_size, **map_kwargs)
     else:

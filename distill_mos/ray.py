@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 # Columns of `score_files_with_ray` rows: the command line tool's (cli imports no torch).
-from .columns import CHECK_COLUMNS, INTERVAL_COLUMNS
 from .columns import COLUMNS as FILE_COLUMNS
+from .columns import CHECK_COLUMNS, INTERVAL_COLUMNS, WINDOW_COLUMNS
 
 # Input columns the predictor understands, in the order it looks for them (see `DistillMOSPredictor`).
 INPUT_COLUMNS = ("audio", "bytes", "array", "path", "file")
@@ -142,96 +142,47 @@ class DistillMOSPredictor:
                 return name
         raise ValueError(f"the batch has none of the columns {INPUT_COLUMNS}; its columns are {list(names)}")
 
-    def _prepare(self, kind: str, value, rate=None):
-        """One row -> `_Prepared` (a FileScore with decode details, and the 16 kHz waveform or None)."""
-        from .audio import AudioFileError, decode_bytes
-        from .datasets import example_waveform
-        from .scorer import FileScore, _Prepared
+    @staticmethod
+    def _item(kind: str, value, rate=None):
+        """One row's input -> the scorer's `Item`."""
+        from .scorer import Item
 
         if kind in ("path", "file"):
-            return self.scorer.prepare_file(value, self.channel)
-        result = FileScore(path=value.get("path") if kind == "audio" and isinstance(value, dict) else None)
-        try:
-            if kind == "bytes":
-                decoded = decode_bytes(value, channel=self.channel)
-                waveform, rate, result.channels, result.warning = (
-                    decoded.waveform, decoded.sampling_rate, decoded.channels, decoded.warning
-                )
-            elif kind == "array":
-                waveform = np.asarray(value)
-                result.channels = 1
-            else:
-                waveform, rate = example_waveform(value, self.channel)
-            result.sampling_rate = int(rate) if rate is not None else None
-            prepared = self.scorer.prepare(waveform, rate, name="audio")
-            if self.scorer.checks:  # at the row's own rate (prepare_file does the same for paths)
-                from .checks import check_audio
-
-                result.checks = check_audio(waveform, rate, prepared)
-                result.warning = "; ".join(filter(None, [result.warning, *result.checks.warnings])) or None
-            result.duration = len(waveform) / rate
-            if not prepared.any():
-                from .audio import SILENT_WARNING
-
-                result.warning = "; ".join(filter(None, [SILENT_WARNING, result.warning]))
-            return _Prepared(result, prepared)
-        except AudioFileError as error:
-            result.error = error.reason
-        except Exception as error:  # noqa: BLE001 - a bad row must not fail the batch
-            result.error = str(error)
-        return _Prepared(result)
+            return Item.file(value)
+        if kind == "bytes":
+            return Item.encoded(value)
+        if kind == "array":
+            return Item.array(np.asarray(value), rate)
+        return Item.audio(value)
 
     def __call__(self, batch):
         """`batch`: a pyarrow Table (batch_format="pyarrow") or a dict of numpy arrays -> a pyarrow Table."""
         import pyarrow as pa
 
+        from .results import result_columns
+
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_pydict({k: list(v) for k, v in batch.items()})
         kind = self._input_column(table.column_names)
         values = table.column(kind).to_pylist()
         rates = table.column("sampling_rate").to_pylist() if kind == "array" else [None] * len(values)
-        prepared = [self._prepare(kind, value, rate) for value, rate in zip(values, rates)]
-        good = [p for p in prepared if p.waveform is not None]
-        for p, score in zip(good, self.scorer.score_prepared_each([p.waveform for p in good]) if good else []):
-            if isinstance(score, str):
-                p.result.error = score
-            else:
-                p.result.mos, p.result.window_scores, p.result.window_start_times = (
-                    score.mos, score.window_scores, score.window_start_times
-                )
-                p.result.mos_low, p.result.mos_high = score.mos_low, score.mos_high
-        results = [p.result for p in prepared]
-
+        items = [self._item(kind, value, rate) for value, rate in zip(values, rates)]
+        columns = result_columns(
+            list(self.scorer.score_items(items, self.channel)), self.column, windows=self.windows,
+            details=self.file_details, interval=self.scorer.interval is not None, checks=self.scorer.checks,
+        )
         if not self.keep_audio and kind in ("audio", "bytes", "array"):
             table = table.drop_columns([kind])
-        c = self.column
+        if "sampling_rate" in table.column_names:  # the input's own column (arrays) stays as it is
+            columns.pop("sampling_rate", None)
         # Declared types: a batch where every row failed still has float/string columns, never "null".
-        new = {
-            c: pa.array([r.mos for r in results], pa.float64()),
-            f"{c}_error": pa.array([r.error for r in results], pa.string()),
-            f"{c}_warning": pa.array([r.warning for r in results], pa.string()),
-        }
-        if self.scorer.interval is not None:
-            new[f"{c}_low"] = pa.array([r.mos_low for r in results], pa.float64())
-            new[f"{c}_high"] = pa.array([r.mos_high for r in results], pa.float64())
-        if self.scorer.checks:
-            for name in CHECK_COLUMNS:
-                new[name] = pa.array([r.checks.columns()[name] if r.checks else None for r in results], pa.float64())
-        if self.windows:
-            new[f"{c}_window_scores"] = pa.array(
-                [r.window_scores if r.mos is not None else None for r in results], pa.list_(pa.float64())
-            )
-            new[f"{c}_window_start_times"] = pa.array(
-                [r.window_start_times if r.mos is not None else None for r in results], pa.list_(pa.float64())
-            )
-        if self.file_details:
-            new["duration_s"] = pa.array([r.duration for r in results], pa.float64())
-            if "sampling_rate" not in table.column_names:
-                new["sampling_rate"] = pa.array([r.sampling_rate for r in results], pa.int64())
-            new["channels"] = pa.array([r.channels for r in results], pa.int64())
-        for name, array in new.items():
+        floats, ints, strings = pa.float64(), pa.int64(), pa.string()
+        types = {"duration_s": floats, "sampling_rate": ints, "channels": ints, self.column: floats,
+                 f"{self.column}_low": floats, f"{self.column}_high": floats, **dict.fromkeys(CHECK_COLUMNS, floats)}
+        for name, values in columns.items():
+            kind_of = types.get(name, pa.list_(floats) if name.startswith(f"{self.column}_window") else strings)
             if name in table.column_names:
                 table = table.drop_columns([name])
-            table = table.append_column(name, array)
+            table = table.append_column(name, pa.array(values, kind_of))
         from .provenance import parquet_metadata
 
         return table.replace_schema_metadata({**(table.schema.metadata or {}), **parquet_metadata(self.scorer.provenance)})
@@ -312,14 +263,10 @@ def score_files_with_ray(
     dataset = files_dataset(files).map_batches(predictor, **actor_pool_options(num_actors, **predictor_kwargs))
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
         for row in batch.to_pylist():
-            out = {
-                "file": row["file"], "mos": row["mos"], "duration_s": row["duration_s"],
-                "sampling_rate": row["sampling_rate"], "channels": row["channels"],
-                "error": row["mos_error"], "warning": row["mos_warning"],
-            }
+            out = {name: row[name] for name in ("file", "duration_s", "sampling_rate", "channels")}
+            out.update(mos=row["mos"], error=row["mos_error"], warning=row["mos_warning"])
             if windows:
-                out["window_scores"] = row["mos_window_scores"] or []
-                out["window_start_times"] = row["mos_window_start_times"] or []
+                out.update({name: row[f"mos_{name}"] or [] for name in WINDOW_COLUMNS})
             out.update({name: row[name] for name in (*INTERVAL_COLUMNS, *CHECK_COLUMNS) if name in row})
             yield out
 

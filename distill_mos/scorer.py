@@ -1,11 +1,9 @@
-"""`DistillMOSScorer`: score arrays, files and folders without wiring the feature extractor and model by hand."""
+"""`DistillMOSScorer`: the one scoring path (arrays, files, encoded bytes, datasets values -> typed results)."""
 
-import contextlib
 import itertools
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +14,12 @@ from feature_extraction_distillmos import SILENT_MESSAGE as SILENT
 from feature_extraction_distillmos import DistillMOSFeatureExtractor
 from modeling_distillmos import DistillMOSModel
 
-from .audio import AudioFileError, DecodedAudio, load_audio
+from .audio import SILENT_WARNING, AudioFileError, DecodedAudio, decode_bytes, load_audio
 from .calibration import MOSInterval
-from .checks import InputChecks, check_audio, require_checks
+from .checks import check_audio, require_checks
 from .provenance import DEFAULT_HUB_ID, Provenance, check_model_location, find_model_location, of_scorer  # noqa: F401
+from .results import FileScore, Item, Score, ScoringFailure  # noqa: F401 - the result types, re-exported
+from .engine import DTYPE_NAMES, Execution, cpu_has_native_bf16, ordered_map, resolve_device, resolve_dtype  # noqa: F401
 
 # Clips of a batch are padded to the longest; cap what padding may cost (samples x clips, 64 MB of float32).
 MAX_BATCH_SAMPLES = 16_000_000
@@ -30,87 +30,9 @@ def default_model_location() -> str:
     return find_model_location(Path(__file__).resolve().parents[1])
 
 
-# What `dtype=` accepts besides a torch.dtype; "auto" picks by hardware (see `resolve_dtype`).
-DTYPE_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has bfloat16 instructions (AVX512_BF16 or AMX), as torch reads them from cpuid."""
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """
-    `dtype` ("float32", "bfloat16", "float16", "auto", a torch.dtype, or None for float32) -> the dtype to load the
-    model in. "auto": bfloat16 on CPUs with native bfloat16, float16 on CUDA GPUs with tensor cores (compute capability
-    7.0 or newer), float32 otherwise. float32 is the exact setting (the original's scores to 1e-4).
-    """
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPE_NAMES.values():
-            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or auto, got {dtype}.")
-        return dtype
-    if dtype == "auto":
-        if device.type == "cuda":
-            return torch.float16 if torch.cuda.get_device_capability(device) >= (7, 0) else torch.float32
-        if device.type == "cpu" and cpu_has_native_bf16():
-            return torch.bfloat16
-        return torch.float32
-    if dtype not in DTYPE_NAMES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or auto, got {dtype!r}.")
-    return DTYPE_NAMES[dtype]
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but no CUDA GPU is available; use --device cpu or auto.")
-    return device
-
-
-@dataclass
-class Score:
-    """
-    The score of one clip: `mos` (1..5) and, per analysis window, its score and start time in seconds; with a
-    calibrated model, the interval `mos_low`..`mos_high`; with `checks=True`, the input checks.
-    """
-
-    mos: float
-    window_scores: list[float] = field(default_factory=list)
-    window_start_times: list[float] = field(default_factory=list)
-    mos_low: float | None = None
-    mos_high: float | None = None
-    checks: InputChecks | None = None
-
-
-@dataclass
-class FileScore:
-    """The outcome for one file: a score, or `error` (then `mos` is None)."""
-
-    path: str
-    mos: float | None = None
-    duration: float | None = None
-    sampling_rate: int | None = None
-    channels: int | None = None
-    window_scores: list[float] = field(default_factory=list)
-    window_start_times: list[float] = field(default_factory=list)
-    error: str | None = None
-    warning: str | None = None
-    mos_low: float | None = None
-    mos_high: float | None = None
-    checks: InputChecks | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
 @dataclass
 class _Prepared:
-    """A file decoded, validated and resampled to 16 kHz, ready to batch (or its error)."""
+    """An input decoded, validated and resampled to 16 kHz, ready to batch (or its error)."""
 
     result: FileScore
     waveform: np.ndarray | None = None
@@ -118,7 +40,7 @@ class _Prepared:
 
 class DistillMOSScorer:
     """
-    Scores speech with Distill-MOS.
+    Scores speech with Distill-MOS: the one scoring path of the CLI, the API, `add_mos_column`, Ray and the Space.
 
         scorer = DistillMOSScorer.from_pretrained()              # this checkout, or the Hub
         scorer.score_array(waveform, sampling_rate=48000).mos
@@ -131,10 +53,11 @@ class DistillMOSScorer:
         batch_size: clips per model call (windows of all clips in a call are scored together).
         window_hop: seconds between window starts on long audio. `None` keeps the model's exact setting (1 s);
             larger values (e.g. 4 or 7.68) are the opt-in fast mode: fewer windows, slightly different scores.
-        window_scorer: runs the network on windows instead of `model.score_windows` (e.g. an ONNX Runtime session,
-            see `distill_mos.onnx_backend`); windowing and averaging stay in the model.
+        window_scorer: runs the network on windows instead of the model (e.g. an ONNX Runtime session, see
+            `distill_mos.onnx_backend`); windowing and averaging stay in the model.
         half: score in float16 autocast (CUDA only); kept for compatibility, `dtype="float16"` in `from_pretrained`
             runs the whole network in float16 instead.
+        execution: how the model runs (`distill_mos.engine.Execution`); `window_scorer` and `half` fill one in.
         checks: run the input checks (`distill_mos.checks`: speech share, loudness, clipping, bandwidth) on each clip
             at its original rate; results get `checks` and their warnings (needs `distill-mos-hf[checks]`).
 
@@ -153,20 +76,19 @@ class DistillMOSScorer:
         window_hop: float | None = None,
         window_scorer: Callable[[torch.Tensor], torch.Tensor] | None = None,
         half: bool = False,
+        execution: Execution | None = None,
         checks: bool = False,
     ):
-        if half and model.device.type != "cuda":
-            raise ValueError("half precision (half=True, --half) needs the model on a CUDA GPU.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         if window_hop is not None and window_hop <= 0:
             raise ValueError(f"window_hop must be a positive number of seconds, got {window_hop}.")
-        self.model = model.eval()
+        self.execution = execution or Execution(half=half, window_scorer=window_scorer)
+        self.execution.prepare(model)
+        self.model = model
         self.feature_extractor = feature_extractor
         self.batch_size = batch_size
         self.max_window_hop = None if window_hop is None else max(1, round(window_hop * model.config.sampling_rate))
-        self.window_scorer = window_scorer
-        self.half = half
         if checks:
             require_checks()  # a missing package is a load-time error, not one error per file
         self.checks = checks
@@ -180,6 +102,7 @@ class DistillMOSScorer:
         backend: str = "torch",
         onnx_path: str | os.PathLike | None = None,
         dtype: str | torch.dtype | None = "float32",
+        decode_workers: int | None = None,
         **kwargs,
     ) -> "DistillMOSScorer":
         """
@@ -190,6 +113,7 @@ class DistillMOSScorer:
 
         `dtype`: "float32" (default, exact), "bfloat16", "float16" or "auto" (bfloat16 on CPUs with native bfloat16,
         float16 on CUDA GPUs with tensor cores, else float32). The spectrogram is always computed in float32.
+        `decode_workers`: threads decoding files ahead of the model (default: 1 on CPU, more on a GPU).
         """
         if backend not in ("torch", "onnx"):
             raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}.")
@@ -199,15 +123,22 @@ class DistillMOSScorer:
             raise ValueError(f"the ONNX backend runs in float32; use dtype='float32' with it, or the torch backend for {dtype}.")
         location = check_model_location(location or default_model_location())  # a missing folder: "no such folder"
         model = DistillMOSModel.from_pretrained(location, dtype=dtype).to(device)
+        window_scorer = kwargs.pop("window_scorer", None)
         if backend == "onnx":
             from .onnx_backend import load_onnx_window_scorer  # onnxruntime stays an optional dependency
 
-            kwargs["window_scorer"] = load_onnx_window_scorer(model, onnx_path)
-        return cls(model, DistillMOSFeatureExtractor.from_pretrained(location), **kwargs)
+            window_scorer = load_onnx_window_scorer(model, onnx_path)
+        execution = Execution(half=kwargs.pop("half", False), window_scorer=window_scorer, decode_workers=decode_workers)
+        return cls(model, DistillMOSFeatureExtractor.from_pretrained(location), execution=execution, **kwargs)
 
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Precision the network runs in (float32 is exact)."""
+        return torch.float16 if self.half else self.model.dtype
 
     @property
     def provenance(self) -> Provenance:
@@ -217,9 +148,12 @@ class DistillMOSScorer:
         return self._provenance
 
     @property
-    def dtype(self) -> torch.dtype:
-        """Precision the network runs in (float32 is exact)."""
-        return torch.float16 if self.half else self.model.dtype
+    def half(self) -> bool:
+        return self.execution.half
+
+    @property
+    def window_scorer(self):
+        return self.execution.window_scorer
 
     @property
     def sampling_rate(self) -> int:
@@ -232,8 +166,12 @@ class DistillMOSScorer:
         return self.feature_extractor.prepare_clip(waveform, sampling_rate, name)
 
     def score_prepared(self, waveforms: Sequence[np.ndarray]) -> list[Score]:
-        """Scores 16 kHz clips (as returned by `prepare`), `batch_size` at a time, in bounded padded batches."""
+        """
+        Scores 16 kHz clips (as returned by `prepare`), `batch_size` at a time, in bounded padded batches of similar
+        lengths. Raises when the network fails; `score_clips` isolates failing clips instead.
+        """
         scores: list[Score | None] = [None] * len(waveforms)
+        options = self.execution.forward_options(self.model)
         for batch in _length_batches([len(w) for w in waveforms], self.batch_size, MAX_BATCH_SAMPLES):
             if len(batch) == 1:  # nothing to pad: use the samples as they are (no copy, no mask; matters for hours)
                 inputs = {"input_values": torch.from_numpy(waveforms[batch[0]])[None].to(self.device)}
@@ -243,10 +181,8 @@ class DistillMOSScorer:
                     inputs = self.feature_extractor(
                         [waveforms[i] for i in batch], sampling_rate=self.sampling_rate, return_tensors="pt"
                     ).to(self.device)
-            # half: float16 autocast on CUDA (convolutions and matmuls in half, norms and softmax in float32)
-            half = torch.autocast("cuda", dtype=torch.float16) if self.half else contextlib.nullcontext()
-            with torch.inference_mode(), half:
-                output = self.model(**inputs, max_window_hop=self.max_window_hop, window_scorer=self.window_scorer)
+            with self.execution.context(self.device):
+                output = self.model(**inputs, max_window_hop=self.max_window_hop, **options)
             for row, index in enumerate(batch):
                 mask = output.window_mask[row]
                 mos = float(output.mos[row])
@@ -265,6 +201,22 @@ class DistillMOSScorer:
         if self.interval is None:
             return None, None
         return self.interval.bounds(mos, self.model.config.mos_min, self.model.config.mos_max)
+
+    def score_clips(self, waveforms: Sequence[np.ndarray]) -> list[Score | ScoringFailure]:
+        """
+        Like `score_prepared`, but never raises: a clip that cannot be scored gets a `ScoringFailure` in its place.
+        When a batch fails (e.g. out of memory), its clips are scored one by one, so only the culprit loses its score.
+        """
+        try:
+            scores = self.score_prepared(waveforms)
+        except Exception as error:  # noqa: BLE001 - isolate the failing clip below
+            if len(waveforms) == 1:
+                return [ScoringFailure(f"scoring failed: {type(error).__name__}: {error}", type(error).__name__)]
+            scores = [self.score_clips([waveform])[0] for waveform in waveforms]
+        return [
+            ScoringFailure("scoring gave a non-finite score") if isinstance(s, Score) and not np.isfinite(s.mos) else s
+            for s in scores
+        ]
 
     def score_array(self, waveform, sampling_rate: int) -> Score:
         """Scores one mono clip (numpy array, tensor or list; float or integer PCM) at any sampling rate."""
@@ -293,94 +245,96 @@ class DistillMOSScorer:
                 score.checks = check_audio(waveform, rate, clip)
         return scores
 
-    # --- files --------------------------------------------------------------------------------------------------
+    # --- any input: the one path of every interface --------------------------------------------------------------
 
-    def prepare_file(self, path: str | Path, channel: str | int = "first", max_seconds: float | None = None) -> _Prepared:
+    def prepare_item(self, item: Item, channel: str | int = "first", max_seconds: float | None = None) -> _Prepared:
         """
-        Decodes and validates one file; never raises for a bad file, records the reason instead. `max_seconds` refuses
-        longer audio during decoding (see `load_audio`).
+        Decodes and validates one input; never raises for bad input, records the reason instead. `max_seconds`
+        refuses longer audio of files and encoded bytes during decoding (see `load_audio`).
         """
-        result = FileScore(path=str(path))
+        result = FileScore(path=item.name)
         try:
-            decoded: DecodedAudio = load_audio(path, channel, max_seconds)
-            result.duration, result.sampling_rate, result.channels = (
-                decoded.duration,
-                decoded.sampling_rate,
-                decoded.channels,
-            )
-            waveform = self.prepare(decoded.waveform, decoded.sampling_rate, name="audio")
-            if self.checks:  # at the file's own rate, in the decoding thread
-                result.checks = check_audio(decoded.waveform, decoded.sampling_rate, waveform)
-            # decoded.warning: very short, or far shorter than the header says (wording in distill_mos.audio)
-            notes = ([f"audio {SILENT}"] if not waveform.any() else []) + ([decoded.warning] if decoded.warning else [])
-            notes += result.checks.warnings if result.checks else []
-            result.warning = "; ".join(notes) or None
-            return _Prepared(result, waveform)
-        except AudioFileError as error:
+            if item.kind == "failed":
+                result.error = item.value
+                return _Prepared(result)
+            if item.kind == "file":
+                return self._from_decoded(result, load_audio(item.value, channel, max_seconds))
+            if item.kind == "bytes":
+                decoded = decode_bytes(item.value, name=item.name or "audio bytes", channel=channel, max_seconds=max_seconds)
+                return self._from_decoded(result, decoded)
+            if item.kind == "array":
+                return self._from_samples(result, item.value, item.sampling_rate, channels=1)
+            if item.kind == "audio":
+                from .datasets import example_waveform
+
+                waveform, sampling_rate = example_waveform(item.value, channel)
+                return self._from_samples(result, waveform, sampling_rate, channels=None)
+            raise ValueError(f"unknown input kind {item.kind!r}")
+        except AudioFileError as error:  # the result names its input already: keep the reason
             result.error = error.reason
         except ValueError as error:
             result.error = str(error)
-        except Exception as error:  # noqa: BLE001 - whatever a decoder or resampler raises stays this file's problem
+        except Exception as error:  # noqa: BLE001 - whatever a decoder or resampler raises stays this input's problem
             result.error = f"could not be read: {type(error).__name__}: {error}"
         return _Prepared(result)
 
-    def score_files(
-        self,
-        paths: Iterable[str | Path],
-        channel: str | int = "first",
+    def _from_decoded(self, result: FileScore, decoded: DecodedAudio) -> _Prepared:
+        result.duration, result.sampling_rate, result.channels = decoded.duration, decoded.sampling_rate, decoded.channels
+        waveform = self.prepare(decoded.waveform, decoded.sampling_rate, name="audio")
+        # decoded.warning: very short, or far shorter than the header says (wording in distill_mos.audio)
+        notes = ([SILENT_WARNING] if not waveform.any() else []) + ([decoded.warning] if decoded.warning else [])
+        result.warning = "; ".join(notes + self._check(result, decoded.waveform, decoded.sampling_rate, waveform)) or None
+        return _Prepared(result, waveform)
+
+    def _from_samples(self, result: FileScore, samples, sampling_rate, channels: int | None) -> _Prepared:
+        waveform = self.prepare(samples, sampling_rate, name="audio")
+        result.sampling_rate, result.channels = int(sampling_rate), channels
+        result.duration = len(samples) / sampling_rate
+        notes = [] if waveform.any() else [SILENT_WARNING]
+        result.warning = "; ".join(notes + self._check(result, samples, sampling_rate, waveform)) or None
+        return _Prepared(result, waveform)
+
+    def _check(self, result: FileScore, samples, sampling_rate: int, waveform: np.ndarray) -> list[str]:
+        """With `checks`: the input checks on the ORIGINAL-rate `samples` into `result.checks`; their warnings."""
+        if not self.checks:
+            return []
+        result.checks = check_audio(samples, sampling_rate, waveform)
+        return result.checks.warnings
+
+    def prepare_file(self, path: str | Path, channel: str | int = "first", max_seconds: float | None = None) -> _Prepared:
+        """`prepare_item(Item.file(path))`: decodes and validates one file, recording the reason if it is bad."""
+        return self.prepare_item(Item.file(path), channel, max_seconds)
+
+    def score_items(
+        self, items: Iterable[Item], channel: str | int = "first", max_seconds: float | None = None
     ) -> Iterator[FileScore]:
         """
-        Scores files in input order, `batch_size` at a time, decoding the next batch in a background thread while the
-        model scores the current one. A bad file yields a `FileScore` with `error` set; the others are still scored.
+        Scores inputs of any kind, in input order, `batch_size` at a time, while decoding threads (see
+        `Execution.decode_workers`) prepare the next ones, at most two batches ahead. A bad input yields a
+        `FileScore` with `error` set; the others are still scored. Call under any grad mode: scoring runs in
+        inference mode.
         """
-        groups = _chunks(iter(paths), self.batch_size)
+        workers = self.execution.default_decode_workers(self.device)
+        prepared = ordered_map(
+            lambda item: self.prepare_item(item, channel, max_seconds), items, workers,
+            max_pending=max(2 * self.batch_size, workers),
+        )
+        while batch := list(itertools.islice(prepared, self.batch_size)):
+            yield from self._score_batch(batch)
 
-        def prepare_group(group):
-            return [self.prepare_file(path, channel) for path in group]
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="distill-mos-decode") as pool:
-            group = next(groups, None)
-            pending = pool.submit(prepare_group, group) if group else None
-            while pending is not None:
-                prepared = pending.result()
-                group = next(groups, None)
-                pending = pool.submit(prepare_group, group) if group else None
-                yield from self._score_prepared_files(prepared)
-
-    def score_prepared_each(self, waveforms: Sequence[np.ndarray]) -> list[Score | str]:
-        """
-        Like `score_prepared`, but never raises: a clip that cannot be scored gets the reason (a str) in its place.
-        When a batch fails (e.g. out of memory), its clips are scored one by one, so only the culprit loses its score.
-        """
-        try:
-            scores = self.score_prepared(waveforms)
-        except Exception as error:  # noqa: BLE001 - isolate the failing clip below
-            if len(waveforms) == 1:
-                return [f"scoring failed: {type(error).__name__}: {error}"]
-            scores = [self.score_prepared_each([waveform])[0] for waveform in waveforms]
-        return [
-            "scoring gave a non-finite score" if isinstance(s, Score) and not np.isfinite(s.mos) else s for s in scores
-        ]
-
-    def _score_prepared_files(self, prepared: list[_Prepared]) -> Iterator[FileScore]:
-        good = [p for p in prepared if p.waveform is not None]
-        for p, score in zip(good, self.score_prepared_each([p.waveform for p in good]) if good else []):
-            if isinstance(score, str):
-                p.result.error = score
+    def _score_batch(self, batch: list[_Prepared]) -> list[FileScore]:
+        good = [p for p in batch if p.waveform is not None]
+        for p, outcome in zip(good, self.score_clips([p.waveform for p in good]) if good else []):
+            if isinstance(outcome, ScoringFailure):
+                p.result.error, p.result.error_type = outcome.reason, outcome.error_type
             else:
-                p.result.mos, p.result.window_scores, p.result.window_start_times = (
-                    score.mos,
-                    score.window_scores,
-                    score.window_start_times,
-                )
-                p.result.mos_low, p.result.mos_high = score.mos_low, score.mos_high
-        for p in prepared:
-            yield p.result
+                p.result.mos, p.result.mos_low, p.result.mos_high = outcome.mos, outcome.mos_low, outcome.mos_high
+                p.result.window_scores, p.result.window_start_times = outcome.window_scores, outcome.window_start_times
+        return [p.result for p in batch]
 
-
-def _chunks(iterator: Iterator, size: int) -> Iterator[list]:
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+    def score_files(self, paths: Iterable[str | Path], channel: str | int = "first") -> Iterator[FileScore]:
+        """`score_items` of files: one `FileScore` per path, in order; a bad file gets its `error`."""
+        return self.score_items((Item.file(path) for path in paths), channel)
 
 
 def _length_batches(lengths: Sequence[int], batch_size: int, max_padded_samples: int) -> list[list[int]]:

@@ -103,8 +103,8 @@ MUTATIONS = [
     Mutation(
         "failing-batch-loses-all",
         "distill_mos/scorer.py",
-        "            scores = [self.score_prepared_each([waveform])[0] for waveform in waveforms]\n",
-        '            scores = [f"scoring failed: {type(error).__name__}: {error}"] * len(waveforms)\n',
+        "            scores = [self.score_clips([waveform])[0] for waveform in waveforms]\n",
+        '            scores = [ScoringFailure(f"scoring failed: {error}", type(error).__name__)] * len(waveforms)\n',
         ("tests/test_robustness.py", "-k", "failing_batch"),
         "per-file error isolation: one clip that fails scoring costs its whole batch",
     ),

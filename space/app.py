@@ -47,8 +47,9 @@ import pandas as pd  # noqa: E402
 
 from configuration_distillmos import DistillMOSConfig  # noqa: E402
 from distill_mos import DistillMOSScorer, FileScore  # noqa: E402
+from distill_mos.results import Item  # noqa: E402
 from distill_mos.audio import TOO_LONG_PREFIX  # noqa: E402
-from distill_mos.scorer import DTYPE_NAMES  # noqa: E402
+from distill_mos.columns import DTYPE_NAMES  # noqa: E402
 
 logger = logging.getLogger("distill_mos.space")
 
@@ -242,34 +243,16 @@ class SpaceScorer:
         Scores files in order through the library's decode and scoring path, within the limits. Warnings (silent,
         very short, truncated file) are the library's, worded as the command line tool words them.
         """
-        results: list[FileScore] = []
-        ready = []  # (_Prepared) of files that passed every check
-        for path in paths:
-            refused = self.check_limits(path)
-            if refused:
-                results.append(FileScore(path=str(path), error=refused))
-                continue
-            # the limit also holds while decoding: a header need not state a length (a streamed FLAC or webm)
-            prepared = self.scorer.prepare_file(path, max_seconds=self.limits.max_seconds)
-            result = prepared.result
-            if result.error:  # the decoder names the server's temporary path: show the file's own name instead
+        items = [Item.failed(path, refused) if (refused := self.check_limits(path)) else Item.file(path) for path in paths]
+        results = list(self.scorer.score_items(items, max_seconds=self.limits.max_seconds))
+        for path, result in zip(paths, results):
+            if result.error_type:  # the network failed: the type only, internals stay in the server's log
+                logger.warning("%s", result.error)
+                result.error = f"scoring failed ({result.error_type}); please try again or a shorter clip"
+            elif result.error:  # the decoder names the server's temporary path: show the file's own name instead
                 result.error = result.error.replace(str(path), Path(path).name)
-            if result.error and result.error.startswith(TOO_LONG_PREFIX):  # stopped while decoding, in our words
-                result.error = self._too_long(None)
-            results.append(result)
-            if prepared.waveform is not None:
-                ready.append(prepared)
-        # score_prepared_each never raises: a failing clip (e.g. out of memory) gets its reason, the others a score
-        for p, score in zip(ready, self.scorer.score_prepared_each([p.waveform for p in ready]) if ready else []):
-            if isinstance(score, str):
-                logger.warning("%s", score)
-                # "scoring failed: <ExceptionType>: <details>" -> the type only: internals stay in the server's log
-                kind = score.split(": ")[1] if score.startswith("scoring failed: ") else score
-                p.result.error = f"scoring failed ({kind}); please try again or a shorter clip"
-            else:
-                p.result.mos = score.mos
-                p.result.window_scores = score.window_scores
-                p.result.window_start_times = score.window_start_times
+                if result.error.startswith(TOO_LONG_PREFIX):  # stopped while decoding, in our words
+                    result.error = self._too_long(None)
         return results
 
     def score_path(self, path: str) -> FileScore:

@@ -11,6 +11,7 @@ import torch
 from conftest import GENSPEECH
 
 from distill_mos import DistillMOSScorer
+from distill_mos.results import ScoringFailure
 from distill_mos.cli import main
 
 DIR3 = GENSPEECH / "audio/LPCNet_listening_test/mfall/dir3"
@@ -44,8 +45,8 @@ class _FailsOnOneClip(DistillMOSScorer):
 def test_a_failing_batch_only_costs_the_failing_clip(model, feature_extractor, scorer):
     flaky = _FailsOnOneClip(model, feature_extractor)
     good = soundfile.read(DIR3 / "melp.wav", dtype="float32")[0]
-    scores = flaky.score_prepared_each([good, np.full(12345, 0.1, np.float32), good[:20000]])
-    assert scores[1] == "scoring failed: RuntimeError: simulated out of memory"
+    scores = flaky.score_clips([good, np.full(12345, 0.1, np.float32), good[:20000]])
+    assert scores[1] == ScoringFailure("scoring failed: RuntimeError: simulated out of memory", "RuntimeError")
     assert scores[0].mos == pytest.approx(scorer.score_array(good, 16000).mos, abs=1e-5)
     assert scores[2].mos == pytest.approx(scorer.score_array(good[:20000], 16000).mos, abs=1e-5)
 
@@ -56,8 +57,8 @@ def test_nan_window_scores_are_not_averaged_away(model, feature_extractor):
         out = model(**inputs, window_scorer=lambda windows: torch.full((windows.shape[0],), float("nan")))
     assert torch.isnan(out.mos).all()
     nan_scorer = DistillMOSScorer(model, feature_extractor, window_scorer=lambda w: torch.full((w.shape[0],), float("nan")))
-    [result] = nan_scorer.score_prepared_each([np.full(30000, 0.1, np.float32)])
-    assert result == "scoring gave a non-finite score"
+    [result] = nan_scorer.score_clips([np.full(30000, 0.1, np.float32)])
+    assert result == ScoringFailure("scoring gave a non-finite score")
 
 
 def test_half_precision_window_scores_aggregate_in_float32(model, feature_extractor):
