@@ -73,6 +73,12 @@ class MOSInterval:
         return None if not data else cls(**data)
 
 
+def require_enough_labels(n: int) -> None:
+    """Raises CalibrationError when `n` rated clips are fewer than MIN_LABELS (checked before anything is scored)."""
+    if n < MIN_LABELS:
+        raise CalibrationError(f"{n} rated clips are too few to calibrate an interval (at least {MIN_LABELS})")
+
+
 def conformal_half_width(residuals, coverage: float) -> float:
     """
     The split-conformal half-width: the ceil((n + 1) * coverage)-th smallest |residual|. Raises CalibrationError
@@ -142,8 +148,7 @@ def calibrate(
     predicted, human = np.asarray(predicted, dtype=np.float64), np.asarray(human, dtype=np.float64)
     if len(predicted) != len(human):
         raise CalibrationError(f"got {len(predicted)} scores for {len(human)} labels")
-    if len(human) < MIN_LABELS:
-        raise CalibrationError(f"{len(human)} rated clips are too few to calibrate an interval (at least {MIN_LABELS})")
+    require_enough_labels(len(human))
     groups = np.arange(len(human)) if groups is None else np.asarray(groups)
     if len(set(groups.tolist())) < MIN_GROUPS:
         raise CalibrationError(f"the labels hold {len(set(groups.tolist()))} group(s): at least {MIN_GROUPS} are needed")
