@@ -320,6 +320,7 @@ class _Output:
         self.partial = None
         self.resume = resume
         self.resumed_from: Path | None = None  # the output or .partial file whose rows --resume keeps
+        self.record = None  # the provenance record (`start`), written beside the .partial file
         self.done_rows: list[dict] = []
         if self.to_stdout:
             if resume:
@@ -356,9 +357,11 @@ class _Output:
 
     def start(self, record) -> None:
         """
-        Writes the run's provenance record beside the .partial file (`OUTPUT.partial.provenance.json`, renamed with
-        it). With --resume, refuses (ResumeRefused) when the kept rows were made with other scoring settings.
+        Takes the run's provenance record, which `open` writes beside the .partial file
+        (`OUTPUT.partial.provenance.json`, renamed with it). With --resume, refuses (ResumeRefused) when the kept
+        rows were made with other scoring settings.
         """
+        self.record = record
         if self.partial is None:  # stdout or a special file: no place for a sidecar
             return
         if self.resumed_from is not None and self.done_rows:
@@ -368,7 +371,6 @@ class _Output:
                 raise ResumeRefused(f"cannot resume: {error}") from None
             if conflict:
                 raise ResumeRefused(conflict)
-        write_sidecar(self.partial, record)
 
     def open(self):
         """The text handle to write to (stdout, the special file, or the .partial file)."""
@@ -376,7 +378,14 @@ class _Output:
             return sys.stdout
         if self.partial is None:
             return open(self.path, "w", newline="", encoding="utf-8")
-        return open(self.partial, "a" if self._continues() else "w", newline="", encoding="utf-8")
+        handle = open(self.partial, "a" if self._continues() else "w", newline="", encoding="utf-8")
+        if self.record is not None:
+            try:
+                write_sidecar(self.partial, self.record)
+            except OSError:
+                handle.close()
+                raise
+        return handle
 
     def _continues(self) -> bool:
         """--resume onto a .partial file that already holds a header (and maybe rows)."""
