@@ -130,11 +130,7 @@ def run(args) -> MOSInterval:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return exit_.code
+    args = build_parser().parse_args(argv)  # --help and usage errors exit in argparse (status 0 and 2)
     try:
         interval = run(args)
     except (CalibrationError, OSError) as error:

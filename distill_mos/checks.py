@@ -30,8 +30,8 @@ MIN_SPEECH_SHARE = 0.4
 MIN_LOUDNESS_LUFS = -50.0
 # Clipping: a sample counts as clipped when it lies in a run of at least CLIP_RUN equal samples at the clip's peak
 # magnitude (a flat top; a sine's crest or speech's single loudest sample is not). More than MAX_CLIPPED_SHARE of
-# the samples clipped gets a warning: measured on the bundled speech (tests/data), clean clips have no such run, and
-# the same speech driven 6 dB into clipping has 0.5-3% of its samples clipped, well past 0.1%.
+# the samples clipped gets a warning: measured on the bundled speech (tests/data, peak-normalised), clean clips have
+# no such run; driven 6 dB into clipping they have 0.10-1.1% of their samples clipped, 12 dB into it 1.3-10.5%.
 CLIP_RUN = 3
 MAX_CLIPPED_SHARE = 0.001
 # Effective bandwidth: the highest frequency whose long-term spectrum (Welch, original sampling rate) lies within

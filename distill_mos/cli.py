@@ -233,7 +233,8 @@ class _Writer:
     def __init__(self, handle, fmt: str, windows: bool, header: bool = True, extra_columns=()):
         self.handle, self.fmt = handle, fmt
         if fmt == "csv":
-            self.csv = csv.DictWriter(handle, fieldnames=COLUMNS + (WINDOW_COLUMNS if windows else []) + list(extra_columns))
+            fieldnames = COLUMNS + (WINDOW_COLUMNS if windows else []) + list(extra_columns)
+            self.csv = csv.DictWriter(handle, fieldnames=fieldnames)
             if header:
                 self.csv.writeheader()
 

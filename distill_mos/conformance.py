@@ -110,11 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return exit_.code
+    args = build_parser().parse_args(argv)  # --help and usage errors exit in argparse (status 0 and 2)
     if not DATA.is_dir() or not args.reference.is_file() and not args.write_reference:
         print(f"distill-mos conformance: error: the conformance set ships with a checkout ({DATA}, {args.reference} "
               "not found)", file=sys.stderr)

@@ -162,7 +162,8 @@ class Provenance:
 
     def summary(self) -> str:
         """One short line naming everything that changes a score (the datasets column); the weights by hash."""
-        weights = ", ".join(f"{name} sha256:{digest[:16]}" for name, digest in self.weights_sha256.items()) or "weights not on file"
+        digests = self.weights_sha256.items()
+        weights = ", ".join(f"{name} sha256:{digest[:16]}" for name, digest in digests) or "weights not on file"
         hop = "exact" if self.window_hop == "exact" else f"fast, hop {self.window_hop_s:g} s"
         interval = ""
         if self.calibration:
@@ -181,7 +182,8 @@ class Provenance:
                     found.append(f"model: {self.model} vs {other.model} (other weights)")
             elif name == "calibration":
                 if (mine or None) != (theirs or None):
-                    found.append("calibration: " + " vs ".join("none" if c is None else f"±{c['half_width']:.3f}" for c in (mine, theirs)))
+                    shown = ("none" if c is None else f"±{c['half_width']:.3f}" for c in (mine, theirs))
+                    found.append("calibration: " + " vs ".join(shown))
             elif mine != theirs:
                 found.append(f"{name.removesuffix('_s')}: {mine} vs {theirs}")
         return found
@@ -291,7 +293,9 @@ def version_text(version: str, checkout: Path) -> str:
     location = find_model_location(checkout)
     digests = weights_sha256(location)
     lines = [f"distill-mos {version}", f"model: {location}"]
-    lines += [f"  {name} sha256:{digest}" for name, digest in digests.items()] or ["  weights not on this machine yet (downloaded on first use)"]
+    lines += [f"  {name} sha256:{digest}" for name, digest in digests.items()] or [
+        "  weights not on this machine yet (downloaded on first use)"
+    ]
     return "\n".join(lines)
 
 

@@ -144,7 +144,8 @@ def result_columns(
     Columns of a table of results, one value per result: `column` (MOS, None where not scored), `<column>_error`,
     `<column>_warning` (with `warnings`), `<column>_window_scores` / `<column>_window_start_times` (with `windows`;
     None where not scored), `<column>_low` / `<column>_high` (with `interval`: a calibrated model), the input
-    checks' `CHECK_COLUMNS` (with `checks`) and the file's `duration_s`, `sampling_rate`, `channels` (with `details`). Used by
+    checks' `CHECK_COLUMNS` (with `checks`) and the file's `duration_s`, `sampling_rate`, `channels` (with
+    `details`). Used by
     `add_mos_column` and Ray's `DistillMOSPredictor`, which declare these columns' types.
     """
     out = {column: [r.mos for r in results], f"{column}_error": [r.error for r in results]}
