@@ -17,6 +17,7 @@ __all__ = [
     "add_mos_column",
     "default_model_location",
     "load_audio",
+    "report",
 ]
 __version__ = "1.0.0"
 
@@ -26,6 +27,13 @@ def add_mos_column(*args, **kwargs):
     from .datasets import add_mos_column as _add_mos_column
 
     return _add_mos_column(*args, **kwargs)
+
+
+def report(*args, **kwargs):
+    """See `distill_mos.corpus_report.report`: a corpus report as data (imported lazily: pandas, matplotlib)."""
+    from .corpus_report import report as _report
+
+    return _report(*args, **kwargs)
 
 
 def __getattr__(name: str):

@@ -454,6 +454,19 @@ def _score_local(scorer, files: list[str], problems: dict[str, str], channel) ->
     return scorer.score_items(items, channel)
 
 
+def _unopenable(files: list[str]) -> dict[str, str]:
+    """file -> why it cannot be opened (missing, a folder, unreadable, empty), for the files that cannot."""
+    from .audio import AudioFileError, check_readable_file
+
+    reasons = {}
+    for file in files:
+        try:
+            check_readable_file(file)
+        except AudioFileError as error:
+            reasons[file] = error.reason
+    return reasons
+
+
 def _connect_ray(address: str) -> bool:
     """Starts or joins Ray; True when this call did (so the run shuts it down again)."""
     try:
@@ -554,9 +567,14 @@ def main(argv: list[str] | None = None) -> int:
     written = 0
     ray_started = False
     try:
-        # the model (or Ray) first: a failure to load leaves no output file behind
+        # Inputs that cannot be opened at all are known before the model loads (seconds): a run whose every input is
+        # missing answers at once, and the others are not decoded only to fail.
+        problems.update(_unopenable([f for f in remaining if f not in problems]))
+        # the model (or Ray) next: a failure to load leaves no output file behind
         if not remaining:
             results = iter(())
+        elif all(file in problems for file in remaining):
+            results = (FileScore(path=file, error=problems[file]) for file in remaining)
         elif ray_address:
             output.start(_ray_provenance(args))  # refuses a mismatched --resume before Ray starts
             ray_started = _connect_ray(ray_address)

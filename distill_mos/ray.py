@@ -34,9 +34,13 @@ INPUT_COLUMNS = ("audio", "bytes", "array", "path", "file")
 
 def init_ray(address: str | None = None, **init_kwargs) -> bool:
     """
-    Starts a local Ray instance (`address=None`) or joins the cluster at `address` ("auto", "HOST:PORT",
+    Starts a new local Ray instance (`address=None`) or joins the cluster at `address` ("auto", "HOST:PORT",
     "ray://HOST:PORT"), unless this process is connected already; returns whether it connected now. Quiet: no
     dashboard, warnings only.
+
+    A local run starts its own instance (Ray's `address="local"`): `ray.init(address=None)` would join whatever
+    cluster `$RAY_ADDRESS` or `<ray temp dir>/ray_current_cluster` names, and a stale file left by an earlier
+    `ray start` made it wait on a dead cluster for minutes. Joining a running cluster is `address="auto"`.
     """
     import logging
 
@@ -47,7 +51,8 @@ def init_ray(address: str | None = None, **init_kwargs) -> bool:
     init_kwargs.setdefault("logging_level", "WARNING")
     if address is None:
         init_kwargs.setdefault("include_dashboard", False)
-    ray.init(address=address, **init_kwargs)
+        init_kwargs.setdefault("_node_ip_address", "127.0.0.1")  # one machine: nothing listens beyond loopback
+    ray.init(address="local" if address is None else address, **init_kwargs)
     from ray.data import DataContext
 
     DataContext.get_current().print_on_execution_start = False
@@ -263,8 +268,8 @@ def score_files_with_ray(
     dataset = files_dataset(files).map_batches(predictor, **actor_pool_options(num_actors, **predictor_kwargs))
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
         for row in batch.to_pylist():
-            out = {name: row[name] for name in ("file", "duration_s", "sampling_rate", "channels")}
-            out.update(mos=row["mos"], error=row["mos_error"], warning=row["mos_warning"])
+            renamed = {"mos": "mos", "error": "mos_error", "warning": "mos_warning"}
+            out = {name: row[renamed.get(name, name)] for name in FILE_COLUMNS}
             if windows:
                 out.update({name: row[f"mos_{name}"] or [] for name in WINDOW_COLUMNS})
             out.update({name: row[name] for name in (*INTERVAL_COLUMNS, *CHECK_COLUMNS) if name in row})

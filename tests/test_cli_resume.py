@@ -54,8 +54,11 @@ def assert_same_rows(rows, expected):
 
 def start(corpus, out, *extra) -> subprocess.Popen:
     command = [str(CONSOLE)] if CONSOLE.exists() else [sys.executable, "-m", "distill_mos.cli"]
+    # SIGINT back to its default in the child: a test process started under `nohup` (or any parent that ignores
+    # SIGINT) passes the ignored signal on, and the Ctrl-C test would then wait for an interrupt that never comes.
     return subprocess.Popen([*command, str(corpus), "-o", str(out), "--batch-size", "1", "-q", *extra],
-                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def stop_after_rows(process: subprocess.Popen, partial: Path, rows: int, sig: int) -> None:

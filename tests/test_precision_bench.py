@@ -89,7 +89,7 @@ def test_readme_precision_figures_are_the_committed_results():
 
     text = " ".join((ROOT / "README.md").read_text().split())
     results = ROOT / "bench" / "results"
-    speed = json.loads((results / "cpu_precision_amd_epyc_rerun.json").read_text())
+    speed = json.loads((results / "cpu_precision_amd_epyc.json").read_text())
     deviation = json.loads((results / "precision_deviation_amd_epyc.json").read_text())
     for record in (speed, deviation):  # the row says "AMD EPYC, AVX512_BF16, no AMX"
         machine = record["machine"]

@@ -5,10 +5,12 @@ Parquet. Few files and at most two actors, so that the module finishes in a minu
 """
 
 import csv
+import faulthandler
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,10 @@ from conftest import GENSPEECH, ROOT, require_module
 # Keep the local instances small and quiet: no usage report, no dashboard (init_ray), no log deduplication pass.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Isolated from any other Ray on the machine (an earlier `ray start`, another test run): a temp dir of its own, short
+# because Ray puts Unix sockets in it (at most 107 characters a path).
+RAY_TMPDIR = tempfile.mkdtemp(prefix="dmray", dir="/tmp")
+os.environ["RAY_TMPDIR"] = RAY_TMPDIR
 ray = require_module("ray", "the ray extra (in the test extra)")
 require_module("ray.data", "the ray extra (in the test extra)")
 pa = require_module("pyarrow", "needed by ray.data (in the test extra)")
@@ -37,7 +43,12 @@ def bounded_time():
 
     previous = signal.signal(signal.SIGALRM, expired)
     signal.alarm(TEST_TIMEOUT_S)
+    # SIGALRM runs its handler only between Python bytecodes: a main thread blocked inside Ray's C++ client never
+    # sees it. faulthandler's watchdog is a C thread: it prints every thread's stack and ends the run (CI fails
+    # instead of hanging until its own limit).
+    faulthandler.dump_traceback_later(TEST_TIMEOUT_S + 60, exit=True)
     yield
+    faulthandler.cancel_dump_traceback_later()
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
 
@@ -75,6 +86,8 @@ def assert_rows_match(rows, expected):
 
 def test_cli_ray_starts_a_local_instance_and_gives_the_same_rows(files, local_rows, tmp_path):
     assert not ray.is_initialized()
+    # A stale cluster file of an earlier `ray start` (its cluster long gone): a local run must not try to join it.
+    Path(RAY_TMPDIR, "ray_current_cluster").write_text("127.0.0.1:9\n")
     out = tmp_path / "ray.csv"
     code = main([*files, "-o", str(out), "--ray", "--ray-actors", "2", "-q"])
     assert code == 1  # the corrupt and the missing file, as without --ray
