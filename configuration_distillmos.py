@@ -51,6 +51,13 @@ class DistillMOSConfig(PretrainedConfig):
         pooling_hidden_size (`int`, defaults to 400): hidden width of the attention-pooling MLP.
         mos_min (`float`, defaults to 1.0): score for a sigmoid output of 0.
         mos_max (`float`, defaults to 5.0): score for a sigmoid output of 1.
+        skip_padded_frames (`bool`, defaults to `True`): whether the convolutions skip the zero-padding of a window
+            of a clip shorter than `window_length`. Exact: the padding's spectrogram frames are zero, so each
+            convolution's output over them is one constant column apart from a border of the stack's receptive field
+            (6 frames) after the audio and at the window's end; the convolutions run on the audio's frames plus
+            those borders and the constant columns are filled in (scores within 1e-6 of the full computation). Up
+            to 5x less convolution work on a 1 s clip. `False` computes every frame (for checking). A
+            `window_scorer` (the ONNX backend) always computes every frame.
     """
 
     model_type = "distillmos"
@@ -83,6 +90,7 @@ class DistillMOSConfig(PretrainedConfig):
         pooling_hidden_size: int = 400,
         mos_min: float = 1.0,
         mos_max: float = 5.0,
+        skip_padded_frames: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -112,6 +120,7 @@ class DistillMOSConfig(PretrainedConfig):
         self.pooling_hidden_size = pooling_hidden_size
         self.mos_min = mos_min
         self.mos_max = mos_max
+        self.skip_padded_frames = skip_padded_frames
 
         if not (len(self.conv_dim) == len(self.conv_frequency_stride) == len(self.conv_time_stride)):
             raise ValueError(

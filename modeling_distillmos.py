@@ -5,7 +5,7 @@
 import contextlib
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -95,6 +95,20 @@ class DistillMOSSpectrogram(nn.Module):
             self._constants[key] = basis
         return basis
 
+    def frames_seeing_audio(self, real_samples: int, window_samples: int) -> int:
+        """
+        How many leading frames of the spectrogram of a `window_samples`-sample window can differ from zero when only
+        its first `real_samples` samples are audio and the rest is zero padding: frame t reads samples
+        `[t * hop - pad, t * hop - pad + stft_window_length)`, so it sees audio iff `t * hop - pad < real_samples`.
+        Every later frame is exactly zero (the FFT of zeros, times the magnitude's 0 / floor). All frames when the
+        reflect padding at the window's end would mirror audio back in.
+        """
+        pad = (self.window_length - self.hop_length) // 2
+        frames = (window_samples + 2 * pad - self.window_length) // self.hop_length + 1
+        if real_samples >= window_samples - pad - 1:  # the end's reflect padding copies samples from here on
+            return frames
+        return min(frames, -(-(real_samples + pad) // self.hop_length))
+
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         """
         (num_windows, samples) -> (num_windows, 2, frequency_bins, frames), in the dtype of `windows`.
@@ -147,15 +161,57 @@ class DistillMOSConvLayer(nn.Module):
 
 
 class DistillMOSFeatureEncoder(nn.Module):
-    """Stack of 2-D convolutions over (frequency, time): (n, 2, 161, 768) -> (n, frames=384, features=1024)."""
+    """
+    Stack of 2-D convolutions over (frequency, time): (n, 2, 161, 768) -> (n, frames=384, features=1024).
+
+    Padding is never computed: a window of a clip shorter than `window_length` ends in zero-padding, whose
+    spectrogram frames are exactly zero, and over a run of equal input frames every 3-wide convolution (time padded
+    by one zero frame at each end) + LeakyReLU outputs one constant column, layer after layer, except within the
+    stack's receptive radius (`receptive_radius`, 6 frames here) of the audio's end or of the window's end. With
+    `real_frames` given, the stack runs on the audio's frames plus `margin` zero frames after them and `margin` for
+    the window's end, and the constant middle of the output is filled in: the same numbers as the full computation.
+    """
 
     def __init__(self, config: DistillMOSConfig):
         super().__init__()
         self.conv_layers = nn.ModuleList(DistillMOSConvLayer(config, i) for i in range(len(config.conv_dim)))
+        # Receptive radius in input frames: output frame j reads input frames [S j - radius, S j + radius], where S is
+        # the product of the time strides (each layer adds its kernel's half-width times the strides before it).
+        self.time_stride, self.receptive_radius = 1, 0
+        for stride in config.conv_time_stride:
+            self.receptive_radius += (config.conv_kernel // 2) * self.time_stride
+            self.time_stride *= stride
+        # Zero frames kept after the audio (>= radius + S: the last kept output frame then reads zeros only, away from
+        # both ends, and is the constant column) and at the window's end (>= radius - S + 1: the kept frames before it
+        # never read the shortened input's end); whole multiples of S, so the strides keep their phase.
+        self.margin = _round_up(self.receptive_radius + self.time_stride, self.time_stride)
+        # Frames computed are rounded up to this: fewer distinct shapes (oneDNN / cuDNN plan each shape once).
+        self.granularity = _round_up(16, self.time_stride)
 
-    def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
-        """(n, 2, frequency_bins, frames) -> (n, frames // 2, conv_output_size)."""
-        hidden_states = spectrogram
+    def computed_frames(self, real_frames: int, total_frames: int) -> int:
+        """Input frames the convolutions run on for a window whose first `real_frames` frames see audio."""
+        if total_frames % self.time_stride:
+            return total_frames
+        kept = _round_up(real_frames + self.margin, self.granularity) + self.margin
+        return total_frames if kept >= total_frames else kept
+
+    def forward(self, spectrogram: torch.Tensor, real_frames: int | Sequence[int] | None = None) -> torch.Tensor:
+        """
+        Args:
+            spectrogram (`torch.FloatTensor` of shape `(n, 2, frequency_bins, frames)`): compressed spectrogram.
+            real_frames (`int` or one `int` per window, *optional*): leading frames that see audio (the rest are
+                exactly zero, see [`DistillMOSSpectrogram.frames_seeing_audio`]); the batch is computed up to its
+                largest. `None`: every frame is computed (and need not be zero).
+
+        Returns:
+            `torch.FloatTensor` of shape `(n, frames // time_stride, conv_output_size)`.
+        """
+        total_frames = spectrogram.shape[-1]
+        kept = total_frames
+        if real_frames is not None and not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+            real_frames = real_frames if isinstance(real_frames, int) else max(real_frames)
+            kept = self.computed_frames(real_frames, total_frames)
+        hidden_states = spectrogram[..., :kept]  # the frames beyond are zero: the same as the window's end ones
         if _use_channels_last(hidden_states):
             # oneDNN / cuDNN convolutions run natively on NHWC; on a 2-core CPU this is ~5-10% faster than NCHW.
             hidden_states = hidden_states.contiguous(memory_format=torch.channels_last)
@@ -163,7 +219,18 @@ class DistillMOSFeatureEncoder(nn.Module):
         for layer in self.conv_layers:
             hidden_states = _fused_conv_leaky_relu(layer, hidden_states) if fused else layer(hidden_states)
         # (n, channels, frequency, frames) -> (n, frames, channels * frequency), channel-major as the original
-        return hidden_states.flatten(1, 2).transpose(1, 2)
+        features = hidden_states.flatten(1, 2).transpose(1, 2)
+        if kept == total_frames:
+            return features
+        # Output frames [0, head) are the window's, [head, end) its last `tail`; the ones between equal frame head - 1.
+        head = (kept - self.margin) // self.time_stride
+        missing = (total_frames - kept) // self.time_stride
+        constant = features[:, head - 1 : head].expand(-1, missing, -1)
+        return torch.cat([features[:, :head], constant, features[:, head:]], dim=1)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
 
 
 def _use_channels_last(hidden_states: torch.Tensor) -> bool:
@@ -408,16 +475,23 @@ def _single_threaded_pool(workers: int) -> ThreadPoolExecutor:
 
 
 def _score_on_worker_threads(
-    score: Callable[[torch.Tensor], torch.Tensor], windows: torch.Tensor, workers: int
+    score: Callable[[torch.Tensor, list[int] | None], torch.Tensor],
+    windows: torch.Tensor,
+    workers: int,
+    real_samples: list[int] | None = None,
 ) -> torch.Tensor:
-    """Scores `windows` one at a time on `workers` single-threaded workers; returns `(n,)` in order."""
+    """
+    Scores `windows` one at a time on `workers` single-threaded workers, each with its own `real_samples` entry;
+    returns `(n,)` in order.
+    """
     inference = torch.is_inference_mode_enabled()
+    lengths = [None] * windows.shape[0] if real_samples is None else real_samples
 
-    def run(window: torch.Tensor) -> torch.Tensor:
+    def run(window: torch.Tensor, length: int | None) -> torch.Tensor:
         with torch.inference_mode(inference), torch.no_grad():
-            return score(window[None])
+            return score(window[None], None if length is None else [length])
 
-    return torch.cat(list(_single_threaded_pool(workers).map(run, windows)))
+    return torch.cat(list(_single_threaded_pool(workers).map(run, windows, lengths)))
 
 
 class DistillMOSPreTrainedModel(PreTrainedModel):
@@ -459,47 +533,61 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         self.allow_tf32 = False
         self.post_init()
 
-    def score_windows(self, windows: torch.Tensor) -> torch.Tensor:
+    def score_windows(
+        self, windows: torch.Tensor, real_samples: Sequence[int] | torch.Tensor | None = None
+    ) -> torch.Tensor:
         """
         Network on whole windows.
 
         Args:
             windows (`torch.FloatTensor` of shape `(n, window_length)`): waveform windows at 16 kHz.
+            real_samples (`int` per window, *optional*): how many leading samples of each window are audio; the rest
+                must be zeros (a short clip's padding). With `config.skip_padded_frames`, the convolutions then skip
+                the padding's frames (the same scores: see [`DistillMOSFeatureEncoder`]). `None`: all computed.
 
         Returns:
             `torch.FloatTensor` of shape `(n,)`: normalized quality in 0..1 (sigmoid output) of each window.
         """
+        if real_samples is not None:
+            real_samples = [int(n) for n in real_samples]
+            if len(real_samples) != windows.shape[0]:
+                raise ValueError(f"real_samples has {len(real_samples)} entries for {windows.shape[0]} windows.")
         workers = self._cpu_window_workers(windows)
         if workers < 2:
-            return self._score_window_batch(windows)
+            return self._score_window_batch(windows, real_samples)
         # Whole rounds of one window per core run side by side on single-threaded workers; the remainder (fewer
         # windows than cores) runs on all cores at once.
         parallel = windows.shape[0] - windows.shape[0] % workers
-        scores = _score_on_worker_threads(self._score_window_batch, windows[:parallel], workers)
+        head, rest = (None, None) if real_samples is None else (real_samples[:parallel], real_samples[parallel:])
+        scores = _score_on_worker_threads(self._score_window_batch, windows[:parallel], workers, head)
         if parallel < windows.shape[0]:
-            scores = torch.cat([scores, self._score_window_batch(windows[parallel:])])
+            scores = torch.cat([scores, self._score_window_batch(windows[parallel:], rest)])
         return scores
 
-    def _score_window_batch(self, windows: torch.Tensor) -> torch.Tensor:
+    def _score_window_batch(self, windows: torch.Tensor, real_samples: list[int] | None = None) -> torch.Tensor:
         """
         (n, window_length) -> (n,) float32 sigmoid outputs, in the calling thread. Peak normalization and the
-        spectrogram run in float32; the convolutions, transformer and pooling in the model's dtype.
+        spectrogram run in float32; the convolutions, transformer and pooling in the model's dtype. `real_samples`:
+        as in [`~DistillMOSModel.score_windows`].
         """
         windows = windows.float()
         peak = windows.abs().amax(dim=1, keepdim=True)
         windows = windows / (peak + self.config.normalization_eps)
         spectrogram = self.spectrogram(windows)
+        real_frames = None
+        if real_samples is not None and self.config.skip_padded_frames:
+            real_frames = max(self.spectrogram.frames_seeing_audio(n, windows.shape[1]) for n in real_samples)
         autocast = torch.is_autocast_enabled(spectrogram.device.type)
         if not autocast:  # autocast picks each op's dtype itself
             spectrogram = spectrogram.to(self.dtype)
         exact = spectrogram.device.type == "cuda" and spectrogram.dtype == torch.float32 and not self.allow_tf32
         with _tf32_off() if exact and not autocast else contextlib.nullcontext():
-            return self._network(spectrogram)
+            return self._network(spectrogram, real_frames)
 
-    def _network(self, spectrogram: torch.Tensor) -> torch.Tensor:
+    def _network(self, spectrogram: torch.Tensor, real_frames: int | None = None) -> torch.Tensor:
         """(n, 2, frequency_bins, frames) spectrogram -> (n,) float32 sigmoid outputs."""
         try:
-            features = self.feature_encoder(spectrogram)
+            features = self.feature_encoder(spectrogram, real_frames)
         except RuntimeError as error:
             if "primitive" not in str(error) and "cpu support" not in str(error):
                 raise
@@ -560,8 +648,9 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
             window_batch_size (`int`, *optional*): windows per network call; overrides `config.window_batch_size`.
             max_window_hop (`int`, *optional*): largest spacing of windows in samples; overrides
                 `config.max_window_hop` (larger is faster on long audio but departs from the original's scores).
-            window_scorer (`Callable`, *optional*): replaces [`~DistillMOSModel.score_windows`] (same contract), e.g.
-                by an exported ONNX network, while windowing and aggregation stay here.
+            window_scorer (`Callable`, *optional*): replaces [`~DistillMOSModel.score_windows`], e.g. by an exported
+                ONNX network, while windowing and aggregation stay here. It is called with the windows alone,
+                `(n, window_length) -> (n,)`, in plan order, and computes every frame (padding included).
 
         Returns:
             [`DistillMOSOutput`]: `mos` of shape `(batch,)` plus per-window scores and start times in seconds.
@@ -585,13 +674,25 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
         hop = max_window_hop or self.config.max_window_hop
         starts = [plan_windows(n, window_length, hop) for n in lengths]
         plan = [(clip, start) for clip, clip_starts in enumerate(starts) for start in clip_starts]
+        real_samples = [min(start + window_length, lengths[clip]) - start for clip, start in plan]
+        order = list(range(len(plan)))
+        if window_scorer is None and self.config.skip_padded_frames:
+            # Longest first, so that a chunk of windows computes about as many frames as each of its windows needs
+            # (a chunk runs up to its longest window's audio); stable, so full windows keep their order.
+            order.sort(key=lambda index: -real_samples[index])
         chunk = window_batch_size or self._window_batch_size(input_values.device)
         normalized = []
-        for first in range(0, len(plan), chunk):
+        for first in range(0, len(order), chunk):
+            indices = order[first : first + chunk]
             # float32 windows whatever the input's dtype (float64 input is cast here, one chunk at a time)
-            windows = torch.stack([window(c, s) for c, s in plan[first : first + chunk]]).float()
-            normalized.append((window_scorer or self.score_windows)(windows))
+            windows = torch.stack([window(*plan[i]) for i in indices]).float()
+            if window_scorer is not None:
+                normalized.append(window_scorer(windows))
+            else:
+                normalized.append(self.score_windows(windows, [real_samples[i] for i in indices]))
         normalized = torch.cat(normalized).float()  # aggregate in float32, whatever precision scored the windows
+        if order != sorted(order):  # back to plan order
+            normalized = normalized[torch.tensor(order, device=normalized.device).argsort()]
 
         batch, max_windows = len(starts), max(len(s) for s in starts)
         counts = torch.tensor([len(s) for s in starts], device=normalized.device)

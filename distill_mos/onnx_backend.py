@@ -52,12 +52,15 @@ class WindowNetwork(nn.Module):
 
 
 def _require(module: str):
+    message = f"the ONNX backend needs `{module}`: pip install onnx onnxruntime (or distill-mos-hf[onnx])"
     try:
-        return __import__(module)
+        imported = __import__(module)
     except ImportError as error:
-        raise ImportError(
-            f"the ONNX backend needs `{module}`: pip install onnx onnxruntime (or distill-mos-hf[onnx])"
-        ) from error
+        raise ImportError(message) from error
+    if getattr(imported, "__file__", None) is None:
+        # a namespace package: this repository's onnx/ folder (the Hub's ONNX files), found where `onnx` is missing
+        raise ImportError(f"{message} (`import {module}` found only the folder {list(imported.__path__)[0]})")
+    return imported
 
 
 def model_fingerprint(model) -> str:
