@@ -20,7 +20,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .audio import AUDIO_SUFFIXES
-from .columns import COLUMNS, DTYPE_CHOICES, WINDOW_COLUMNS
+from .columns import CHECK_COLUMNS, COLUMNS, DTYPE_CHOICES, INTERVAL_COLUMNS, WINDOW_COLUMNS
+from .provenance import check_model_location, read_sidecar, rename_sidecar, resume_conflict, write_sidecar
 from .results import FileScore, file_row, from_file_row
 
 EXIT_OK, EXIT_FAILED_FILES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -43,10 +44,27 @@ class UsageError(Exception):
     """A problem with the arguments or the output: reported as one line on stderr, exit status 2."""
 
 
+class ResumeRefused(UsageError):
+    """--resume onto rows made with another model, precision, backend or hop: one line, no usage text."""
+
+
 def _version() -> str:
     from . import __version__
+    from .provenance import version_text
 
-    return f"distill-mos {__version__}"
+    return version_text(__version__, Path(__file__).resolve().parents[1])
+
+
+class _VersionAction(argparse.Action):
+    """--version: hashes the default model's weights only when asked (not each time the parser is built)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show the version and the default model's weights SHA-256, then exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                "Live scoring: distill-mos --stream SOURCE (see distill-mos --stream - --help).",
     )
     parser.add_argument("inputs", nargs="*", type=Path, help="audio files and/or folders")
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument(
         "-l", "--file-list", "--file_list", type=Path,
         help="text file with one audio path per line, or a CSV with a 'file' (or 'path') column; paths are "
@@ -78,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
              "OUTPUT.partial), score only the inputs without a row, and append",
     )
     parser.add_argument("--windows", action="store_true", help="add per-window scores and start times (seconds)")
+    parser.add_argument(
+        "--checks", action="store_true",
+        help="input checks: add speech_share (Silero VAD), loudness_lufs (ITU-R BS.1770), clipped_share and "
+             "bandwidth_hz columns, and a warning where one says the score means little (pip install "
+             "'distill-mos-hf[checks]')",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=8, help="files per model call (default: 8)")
     parser.add_argument("--channel", default="first", help="multi-channel audio: first (default, as the original), mean, or a 0-based index")
@@ -207,10 +231,11 @@ def _parse_channel(value: str) -> str | int:
 class _Writer:
     """Writes rows as they come (CSV or JSON Lines), flushed one by one, so an interrupted run keeps what it scored."""
 
-    def __init__(self, handle, fmt: str, windows: bool, header: bool = True):
+    def __init__(self, handle, fmt: str, windows: bool, header: bool = True, extra_columns=()):
         self.handle, self.fmt = handle, fmt
         if fmt == "csv":
-            self.csv = csv.DictWriter(handle, fieldnames=COLUMNS + (WINDOW_COLUMNS if windows else []))
+            fieldnames = COLUMNS + (WINDOW_COLUMNS if windows else []) + list(extra_columns)
+            self.csv = csv.DictWriter(handle, fieldnames=fieldnames)
             if header:
                 self.csv.writeheader()
 
@@ -237,7 +262,7 @@ def partial_path(output: Path) -> Path:
     return output.with_name(output.name + PARTIAL_SUFFIX)
 
 
-def read_done_rows(path: Path, fmt: str, windows: bool) -> list[dict]:
+def read_done_rows(path: Path, fmt: str, windows: bool, extra_columns=()) -> list[dict]:
     """
     The complete rows of an earlier run's output, for `--resume`. A last line cut short by a killed process is
     dropped and cut off the file, so that appending continues on a clean line. Raises UsageError when the file
@@ -250,7 +275,7 @@ def read_done_rows(path: Path, fmt: str, windows: bool) -> list[dict]:
             handle.truncate(end)
         data = data[:end]
     text = data.decode("utf-8")
-    expected = COLUMNS + (WINDOW_COLUMNS if windows else [])
+    expected = COLUMNS + (WINDOW_COLUMNS if windows else []) + list(extra_columns)
     if fmt == "csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
         if text and reader.fieldnames != expected:
@@ -290,12 +315,14 @@ class _Output:
     file, which `--resume` continues. stdout and special files (/dev/full, a FIFO) are written in place.
     """
 
-    def __init__(self, output: str, fmt: str, windows: bool, overwrite: bool, resume: bool):
+    def __init__(self, output: str, fmt: str, windows: bool, overwrite: bool, resume: bool, extra_columns=()):
         self.fmt, self.windows = fmt, windows
         self.to_stdout = output == "-"
         self.path = None if self.to_stdout else Path(output)
         self.partial = None
         self.resume = resume
+        self.resumed_from: Path | None = None  # the output or .partial file whose rows --resume keeps
+        self.record = None  # the provenance record (`start`), written beside the .partial file
         self.done_rows: list[dict] = []
         if self.to_stdout:
             if resume:
@@ -317,7 +344,8 @@ class _Output:
         if resume:
             source = self.partial if self.partial.is_file() else self.path if self.path.is_file() else None
             if source is not None:
-                self.done_rows = read_done_rows(source, fmt, windows)
+                self.resumed_from = source
+                self.done_rows = read_done_rows(source, fmt, windows, extra_columns)
                 if source == self.path:  # extend a finished run through a copy: the original stays whole meanwhile
                     shutil.copyfile(self.path, self.partial)
         elif not overwrite:
@@ -329,13 +357,37 @@ class _Output:
                     "--overwrite to start again"
                 )
 
+    def start(self, record) -> None:
+        """
+        Takes the run's provenance record, which `open` writes beside the .partial file
+        (`OUTPUT.partial.provenance.json`, renamed with it). With --resume, refuses (ResumeRefused) when the kept
+        rows were made with other scoring settings.
+        """
+        self.record = record
+        if self.partial is None:  # stdout or a special file: no place for a sidecar
+            return
+        if self.resumed_from is not None and self.done_rows:
+            try:
+                conflict = resume_conflict(self.path, read_sidecar(self.resumed_from), record)
+            except ValueError as error:
+                raise ResumeRefused(f"cannot resume: {error}") from None
+            if conflict:
+                raise ResumeRefused(conflict)
+
     def open(self):
         """The text handle to write to (stdout, the special file, or the .partial file)."""
         if self.to_stdout:
             return sys.stdout
         if self.partial is None:
             return open(self.path, "w", newline="", encoding="utf-8")
-        return open(self.partial, "a" if self._continues() else "w", newline="", encoding="utf-8")
+        handle = open(self.partial, "a" if self._continues() else "w", newline="", encoding="utf-8")
+        if self.record is not None:
+            try:
+                write_sidecar(self.partial, self.record)
+            except OSError:
+                handle.close()
+                raise
+        return handle
 
     def _continues(self) -> bool:
         """--resume onto a .partial file that already holds a header (and maybe rows)."""
@@ -348,6 +400,7 @@ class _Output:
         """Every row is written: give the file its name."""
         if self.partial is not None:
             os.replace(self.partial, self.path)
+            rename_sidecar(self.partial, self.path)
 
 
 # --- scoring --------------------------------------------------------------------------------------------------------
@@ -372,10 +425,27 @@ def _load_scorer(args):
     try:
         return DistillMOSScorer.from_pretrained(
             args.model, device=args.device, batch_size=args.batch_size, window_hop=args.window_hop,
-            backend=args.backend, onnx_path=args.onnx_path, half=args.half, dtype=args.dtype,
+            backend=args.backend, onnx_path=args.onnx_path, half=args.half, dtype=args.dtype, checks=args.checks,
         )
     except (ValueError, RuntimeError, OSError, ImportError, TypeError) as error:
         raise UsageError(f"could not load the model: {error}") from None
+
+
+def _ray_provenance(args):
+    """The record of a --ray run, from its settings: Ray's actors load the model themselves."""
+    from .provenance import calibration_at, describe, find_model_location
+
+    location = args.model or find_model_location(Path(__file__).resolve().parents[1])
+    return describe(location, precision=args.dtype, backend="torch", device=args.device,
+                    window_hop_s=args.window_hop, calibration=calibration_at(location))
+
+
+def extra_columns(model: str | None, checks: bool) -> list[str]:
+    """The columns after COLUMNS (and WINDOW_COLUMNS): mos_low/mos_high for a calibrated model, the checks' ones."""
+    from .provenance import calibration_at, find_model_location
+
+    calibrated = calibration_at(model or find_model_location(Path(__file__).resolve().parents[1])) is not None
+    return (INTERVAL_COLUMNS if calibrated else []) + (CHECK_COLUMNS if checks else [])
 
 
 def _score_local(scorer, files: list[str], problems: dict[str, str], channel) -> Iterator:
@@ -416,7 +486,7 @@ def _score_ray(args, files: list[str], problems: dict[str, str], channel, addres
     rows = score_files_with_ray(
         [f for f in files if f not in problems], address=None if address == "local" else address,
         num_actors=args.ray_actors, model=args.model, device=args.device, batch_size=args.batch_size,
-        window_hop=args.window_hop, channel=channel, windows=args.windows, dtype=args.dtype,
+        window_hop=args.window_hop, channel=channel, windows=args.windows, dtype=args.dtype, checks=args.checks,
     )
     for file in files:
         yield FileScore(path=file, error=problems[file]) if file in problems else from_file_row(next(rows))
@@ -466,6 +536,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.file_list is not None and not args.file_list.is_file():
             raise UsageError(f"{args.file_list}: file list not found")
+        if args.model is not None:
+            try:
+                check_model_location(args.model)
+            except ValueError as error:
+                raise UsageError(f"--model {error}") from None
         try:
             channel = _parse_channel(args.channel)
             problems: dict[str, str] = {}
@@ -475,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         if not files:
             raise UsageError("no files to score")
         fmt = args.format or ("jsonl" if str(args.output).lower().endswith((".jsonl", ".json")) else "csv")
-        output = _Output(args.output, fmt, args.windows, args.overwrite, args.resume)
+        extra = extra_columns(args.model, args.checks)
+        output = _Output(args.output, fmt, args.windows, args.overwrite, args.resume, extra)
     except UsageError as error:
         return usage_error(str(error))
     except OSError as error:
@@ -501,12 +577,15 @@ def main(argv: list[str] | None = None) -> int:
         elif all(file in problems for file in remaining):
             results = (FileScore(path=file, error=problems[file]) for file in remaining)
         elif ray_address:
+            output.start(_ray_provenance(args))  # refuses a mismatched --resume before Ray starts
             ray_started = _connect_ray(ray_address)
             results = _score_ray(args, remaining, problems, channel, ray_address)
         else:
-            results = _score_local(_load_scorer(args), remaining, problems, channel)
+            scorer = _load_scorer(args)
+            output.start(scorer.provenance)  # OUTPUT.partial.provenance.json; refuses a mismatched --resume
+            results = _score_local(scorer, remaining, problems, channel)
         handle = output.open()
-        writer = _Writer(handle, fmt, args.windows, header=output.needs_header())
+        writer = _Writer(handle, fmt, args.windows, header=output.needs_header(), extra_columns=extra)
         if len(remaining) >= PROGRESS_MIN_FILES and not (args.no_progress or args.quiet):
             from tqdm import tqdm
 
@@ -518,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"error: {result.path}: {result.error}")
             if not args.quiet and result.warning:
                 say(f"warning: {result.path}: {result.warning}")
-            writer.write(file_row(result, args.windows))
+            writer.write(file_row(result, args.windows, extra))
             written += 1
             if progress:
                 progress.update()
@@ -526,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
             handle.close()
         handle = None
         output.finish()
+    except ResumeRefused as error:
+        return output_error(str(error))
     except UsageError as error:
         return usage_error(str(error))
     except BrokenPipeError:  # the reader went away (`| head -1`): the usual convention is to stop quietly

@@ -6,12 +6,15 @@ column "null"), streaming datasets work the same way, and with `num_proc=N` ever
 model lazily, with `cpu_count // N` torch threads or, with GPUs, `cuda:(rank % device_count)`.
 """
 
+import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .audio import decode_bytes, load_audio, select_channel
+from .checks import require_checks
+from .columns import CHECK_COLUMNS
 
 
 def example_waveform(audio, channel: str | int = "first") -> tuple[np.ndarray, int]:
@@ -107,8 +110,9 @@ class _MOSMapper:
 
     def __init__(
         self, scorer, settings: dict, audio_column: str, column: str, channel, windows: bool, num_proc: int,
-        num_threads: int | None = None,
+        num_threads: int | None = None, interval: bool = False,
     ):
+        self.interval = interval
         self.scorer, self.settings = scorer, settings
         self.audio_column, self.column, self.channel, self.windows = audio_column, column, channel, windows
         self.num_proc, self.num_threads = num_proc, num_threads
@@ -152,17 +156,28 @@ class _MOSMapper:
 
         items = [Item.audio(audio) for audio in batch[self.audio_column]]
         results = list(self.scorer.score_items(items, self.channel))
-        return result_columns(results, self.column, windows=self.windows, warnings=False)
+        checks = self.scorer.checks
+        out = result_columns(results, self.column, windows=self.windows, warnings=checks, interval=self.interval,
+                             checks=checks)
+        out[f"{self.column}_provenance"] = [self.scorer.provenance.summary()] * len(results)
+        return out
 
 
-def output_features(column: str = "mos", windows: bool = False) -> dict:
+def output_features(column: str = "mos", windows: bool = False, checks: bool = False, interval: bool = False) -> dict:
     """The declared types of the columns `add_mos_column` adds (float32 MOS, string error, float32 lists)."""
     from datasets import List, Value
 
     features = {column: Value("float32"), f"{column}_error": Value("string")}
+    if checks:  # their warnings
+        features[f"{column}_warning"] = Value("string")
     if windows:
         features[f"{column}_window_scores"] = List(Value("float32"))
         features[f"{column}_window_start_times"] = List(Value("float32"))
+    if interval:
+        features.update({f"{column}_low": Value("float32"), f"{column}_high": Value("float32")})
+    if checks:
+        features.update({name: Value("float32") for name in CHECK_COLUMNS})
+    features[f"{column}_provenance"] = Value("string")
     return features
 
 
@@ -178,6 +193,7 @@ def add_mos_column(
     device: str = "auto",
     dtype: str = "float32",
     num_threads: int | None = None,
+    checks: bool = False,
     **map_kwargs,
 ):
     """
@@ -185,7 +201,11 @@ def add_mos_column(
     reason, else None) to a `datasets.Dataset` or `datasets.IterableDataset` (streaming) with an `Audio` column at
     any sampling rate. With `windows=True` it also adds `<column>_window_scores` and `<column>_window_start_times`
     (seconds). A bad row (missing, corrupt, empty, NaN audio) anywhere, even every row, gives None and its reason;
-    the others are scored.
+    the others are scored. `<column>_provenance` names what scored each row (`Provenance.summary()`: version, weights
+    SHA-256, precision, backend, device, hop): a column rather than `info.description`, because it survives
+    `concatenate_datasets`, `select`, `to_pandas` and `to_csv`, and shows rows scored by different runs as such. A
+    calibrated model adds `<column>_low` / `<column>_high`; `checks=True` adds the input checks' columns
+    (`speech_share`, `loudness_lufs`, `clipped_share`, `bandwidth_hz`) and their warnings in `<column>_warning`.
 
         ds = load_dataset("audiofolder", data_dir="clips")["train"]
         ds = add_mos_column(ds)                                   # ds["mos"]
@@ -223,12 +243,25 @@ def add_mos_column(
 
     # How workers load their own model; also what the map's cache fingerprint sees instead of the weights.
     settings = {"location": model, "device": device, "dtype": dtype} if scorer is None else _scorer_settings(scorer)
+    settings["checks"] = checks
     if scorer is None and not parallel:
         from .scorer import DistillMOSScorer
 
-        scorer = DistillMOSScorer.from_pretrained(model, device=device, dtype=dtype)
+        scorer = DistillMOSScorer.from_pretrained(model, device=device, dtype=dtype, checks=checks)
     elif scorer is not None and parallel:
         _check_workers_can_reload(scorer, settings)
+    if scorer is not None and scorer.checks != checks:  # the caller's scorer, as it is, but for the checks
+        scorer = copy.copy(scorer)
+        scorer.checks = checks
+    if checks:
+        require_checks()
+    if scorer is not None:
+        interval = scorer.interval is not None
+    else:  # num_proc workers load the model: read its config here
+        from .provenance import calibration_at
+        from .scorer import default_model_location
+
+        interval = calibration_at(model or default_model_location()) is not None
 
     features = dataset.features
     feature = features[audio_column] if features is not None else None
@@ -240,11 +273,11 @@ def add_mos_column(
         removed = map_kwargs.get("remove_columns") or []
         removed = [removed] if isinstance(removed, str) else list(removed)
         declared = {name: f for name, f in dataset.features.items() if name not in removed}
-        declared.update(output_features(column, windows))
+        declared.update(output_features(column, windows, checks, interval))
         map_kwargs["features"] = datasets.Features(declared)
 
     mapper = _MOSMapper(scorer if not parallel else None, settings, audio_column, column, channel, windows,
-                        num_proc or 1, num_threads)
+                        num_proc or 1, num_threads, interval=interval)
     if streaming:
         scored = dataset.map(mapper, batched=True, batch_size=batch_size, **map_kwargs)
     else:

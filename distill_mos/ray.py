@@ -17,6 +17,7 @@ Rows that cannot be scored (missing, corrupt, silent-but-unreadable, ...) get `m
 its batch is retried, so every input still yields exactly one row.
 """
 
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 
 # Columns of `score_files_with_ray` rows: the command line tool's (cli imports no torch).
 from .columns import COLUMNS as FILE_COLUMNS
-from .columns import WINDOW_COLUMNS
+from .columns import CHECK_COLUMNS, INTERVAL_COLUMNS, WINDOW_COLUMNS
 
 # Input columns the predictor understands, in the order it looks for them (see `DistillMOSPredictor`).
 INPUT_COLUMNS = ("audio", "bytes", "array", "path", "file")
@@ -97,6 +98,11 @@ class DistillMOSPredictor:
             oversubscribe the cores they share).
         dtype: model precision: "float32" (default, exact), "bfloat16", "float16" or "auto" (see
             `DistillMOSScorer.from_pretrained`).
+        checks: add the input checks' columns (`speech_share`, `loudness_lufs`, `clipped_share`, `bandwidth_hz`;
+            their warnings join `<column>_warning`).
+
+    A calibrated model adds `<column>_low` / `<column>_high`. Each output table carries the actor's provenance
+    record in its schema metadata (`distill_mos.provenance.PARQUET_METADATA_KEY`).
     """
 
     def __init__(
@@ -113,6 +119,7 @@ class DistillMOSPredictor:
         file_details: bool = False,
         num_threads: int | None = None,
         dtype: str = "float32",
+        checks: bool = False,
     ):
         import torch
         from transformers.utils import logging as hf_logging
@@ -125,7 +132,7 @@ class DistillMOSPredictor:
         from .scorer import DistillMOSScorer
 
         self.scorer = DistillMOSScorer.from_pretrained(
-            model, device=device, batch_size=batch_size, window_hop=window_hop, dtype=dtype
+            model, device=device, batch_size=batch_size, window_hop=window_hop, dtype=dtype, checks=checks
         )
         self.channel, self.windows, self.column = channel, windows, column
         self.audio_column, self.keep_audio, self.file_details = audio_column, keep_audio, file_details
@@ -166,7 +173,7 @@ class DistillMOSPredictor:
         items = [self._item(kind, value, rate) for value, rate in zip(values, rates)]
         columns = result_columns(
             list(self.scorer.score_items(items, self.channel)), self.column, windows=self.windows,
-            details=self.file_details,
+            details=self.file_details, interval=self.scorer.interval is not None, checks=self.scorer.checks,
         )
         if not self.keep_audio and kind in ("audio", "bytes", "array"):
             table = table.drop_columns([kind])
@@ -174,13 +181,16 @@ class DistillMOSPredictor:
             columns.pop("sampling_rate", None)
         # Declared types: a batch where every row failed still has float/string columns, never "null".
         floats, ints, strings = pa.float64(), pa.int64(), pa.string()
-        types = {"duration_s": floats, "sampling_rate": ints, "channels": ints, self.column: floats}
+        types = {"duration_s": floats, "sampling_rate": ints, "channels": ints, self.column: floats,
+                 f"{self.column}_low": floats, f"{self.column}_high": floats, **dict.fromkeys(CHECK_COLUMNS, floats)}
         for name, values in columns.items():
             kind_of = types.get(name, pa.list_(floats) if name.startswith(f"{self.column}_window") else strings)
             if name in table.column_names:
                 table = table.drop_columns([name])
             table = table.append_column(name, pa.array(values, kind_of))
-        return table
+        from .provenance import parquet_metadata
+
+        return table.replace_schema_metadata({**(table.schema.metadata or {}), **parquet_metadata(self.scorer.provenance)})
 
 
 def actor_pool_options(
@@ -262,6 +272,7 @@ def score_files_with_ray(
             out = {name: row[renamed.get(name, name)] for name in FILE_COLUMNS}
             if windows:
                 out.update({name: row[f"mos_{name}"] or [] for name in WINDOW_COLUMNS})
+            out.update({name: row[name] for name in (*INTERVAL_COLUMNS, *CHECK_COLUMNS) if name in row})
             yield out
 
 
@@ -318,7 +329,7 @@ def score_with_ray(
             if output.suffix.lower() == ".csv":
                 batch = pa.table({n: _csv_column(batch.column(n)) for n in batch.column_names})
             if writer is None:
-                schema = batch.schema
+                schema = _with_provenance(batch.schema, predictor_kwargs)
                 writer = (pq.ParquetWriter(tmp, schema) if output.suffix.lower() == ".parquet"
                           else pa_csv.CSVWriter(tmp, schema))
             writer.write_table(batch.cast(schema))
@@ -328,7 +339,25 @@ def score_with_ray(
     if writer is None:
         raise ValueError("nothing to score: the source is empty")
     os.replace(tmp, output)
+    if output.suffix.lower() == ".csv":  # CSV has no metadata: the record goes beside it, as the CLI's does
+        from .provenance import PARQUET_METADATA_KEY, Provenance, write_sidecar
+
+        write_sidecar(output, Provenance.from_dict(json.loads(schema.metadata[PARQUET_METADATA_KEY])))
     return output
+
+
+def _with_provenance(schema, predictor_kwargs: dict):
+    """The output schema with the provenance record: the actors' (in their tables' metadata), else the driver's."""
+    from .provenance import PARQUET_METADATA_KEY, calibration_at, describe, parquet_metadata
+    from .scorer import default_model_location
+
+    if PARQUET_METADATA_KEY in (schema.metadata or {}):
+        return schema
+    location = predictor_kwargs.get("model") or default_model_location()
+    record = describe(location, precision=predictor_kwargs.get("dtype", "float32"), backend="torch",
+                      device=predictor_kwargs.get("device", "auto"), window_hop_s=predictor_kwargs.get("window_hop"),
+                      calibration=calibration_at(location))
+    return schema.with_metadata({**(schema.metadata or {}), **parquet_metadata(record)})
 
 
 def _csv_column(column):

@@ -7,16 +7,23 @@ not score, and `Item`, the inputs of `DistillMOSScorer.score_items`.
 import os
 from dataclasses import dataclass, field
 
-from .columns import WINDOW_COLUMNS
+from .checks import InputChecks
+from .columns import CHECK_COLUMNS, INTERVAL_COLUMNS, WINDOW_COLUMNS
 
 
 @dataclass
 class Score:
-    """The score of one clip: `mos` (1..5) and, per analysis window, its score and start time in seconds."""
+    """
+    The score of one clip: `mos` (1..5) and, per analysis window, its score and start time in seconds; with a
+    calibrated model, the interval `mos_low`..`mos_high`; with `checks=True`, the input checks.
+    """
 
     mos: float
     window_scores: list[float] = field(default_factory=list)
     window_start_times: list[float] = field(default_factory=list)
+    mos_low: float | None = None
+    mos_high: float | None = None
+    checks: InputChecks | None = None
 
 
 @dataclass
@@ -45,6 +52,9 @@ class FileScore:
     error: str | None = None
     warning: str | None = None
     error_type: str | None = None
+    mos_low: float | None = None
+    mos_high: float | None = None
+    checks: InputChecks | None = None
 
     @property
     def ok(self) -> bool:
@@ -89,8 +99,11 @@ class Item:
         return cls("failed", reason, name)
 
 
-def file_row(result: FileScore, windows: bool = False) -> dict:
-    """The command line tool's row (`COLUMNS`, plus `WINDOW_COLUMNS` with `windows`), rounded as it writes them."""
+def file_row(result: FileScore, windows: bool = False, extra_columns=()) -> dict:
+    """
+    The command line tool's row (`COLUMNS`, plus `WINDOW_COLUMNS` with `windows`, then `extra_columns`: any of
+    `INTERVAL_COLUMNS` and `CHECK_COLUMNS`), rounded as it writes them.
+    """
     row = {
         "file": result.path,
         "mos": None if result.mos is None else round(result.mos, 6),
@@ -103,6 +116,13 @@ def file_row(result: FileScore, windows: bool = False) -> dict:
     if windows:
         row["window_scores"] = [round(s, 6) for s in result.window_scores]
         row["window_start_times"] = [round(s, 4) for s in result.window_start_times]
+    checks = result.checks.columns() if result.checks is not None else {}
+    for name in extra_columns:
+        if name in CHECK_COLUMNS:
+            row[name] = checks.get(name)
+        else:  # INTERVAL_COLUMNS
+            value = getattr(result, name)
+            row[name] = None if value is None else round(value, 6)
     return row
 
 
@@ -112,16 +132,20 @@ def from_file_row(row: dict) -> FileScore:
         path=row["file"], mos=row["mos"], duration=row["duration_s"], sampling_rate=row["sampling_rate"],
         channels=row["channels"], error=row["error"], warning=row["warning"],
         **{name: list(row.get(name) or []) for name in WINDOW_COLUMNS},
+        **{name: row.get(name) for name in INTERVAL_COLUMNS}, checks=InputChecks.from_columns(row),
     )
 
 
 def result_columns(
-    results: list[FileScore], column: str = "mos", windows: bool = False, warnings: bool = True, details: bool = False
+    results: list[FileScore], column: str = "mos", windows: bool = False, warnings: bool = True, details: bool = False,
+    interval: bool = False, checks: bool = False,
 ) -> dict[str, list]:
     """
     Columns of a table of results, one value per result: `column` (MOS, None where not scored), `<column>_error`,
     `<column>_warning` (with `warnings`), `<column>_window_scores` / `<column>_window_start_times` (with `windows`;
-    None where not scored) and the file's `duration_s`, `sampling_rate`, `channels` (with `details`). Used by
+    None where not scored), `<column>_low` / `<column>_high` (with `interval`: a calibrated model), the input
+    checks' `CHECK_COLUMNS` (with `checks`) and the file's `duration_s`, `sampling_rate`, `channels` (with
+    `details`). Used by
     `add_mos_column` and Ray's `DistillMOSPredictor`, which declare these columns' types.
     """
     out = {column: [r.mos for r in results], f"{column}_error": [r.error for r in results]}
@@ -130,6 +154,12 @@ def result_columns(
     if windows:
         for name in WINDOW_COLUMNS:
             out[f"{column}_{name}"] = [getattr(r, name) if r.mos is not None else None for r in results]
+    if interval:
+        out[f"{column}_low"] = [r.mos_low for r in results]
+        out[f"{column}_high"] = [r.mos_high for r in results]
+    if checks:
+        for name in CHECK_COLUMNS:
+            out[name] = [r.checks.columns()[name] if r.checks is not None else None for r in results]
     if details:
         out["duration_s"] = [r.duration for r in results]
         out["sampling_rate"] = [r.sampling_rate for r in results]

@@ -2,7 +2,6 @@
 
 import itertools
 import os
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,25 +15,19 @@ from feature_extraction_distillmos import DistillMOSFeatureExtractor
 from modeling_distillmos import DistillMOSModel
 
 from .audio import SILENT_WARNING, AudioFileError, DecodedAudio, decode_bytes, load_audio
+from .calibration import MOSInterval
+from .checks import check_audio, require_checks
+from .provenance import DEFAULT_HUB_ID, Provenance, check_model_location, find_model_location, of_scorer  # noqa: F401
 from .results import FileScore, Item, Score, ScoringFailure  # noqa: F401 - the result types, re-exported
 from .engine import DTYPE_NAMES, Execution, cpu_has_native_bf16, ordered_map, resolve_device, resolve_dtype  # noqa: F401
 
-# Where the model will be published on the Hub; used when no local copy is found.
-DEFAULT_HUB_ID = "distill-mos/distill-mos-v7"
-_MODEL_FILES = ("config.json", "model.safetensors", "preprocessor_config.json")
 # Clips of a batch are padded to the longest; cap what padding may cost (samples x clips, 64 MB of float32).
 MAX_BATCH_SAMPLES = 16_000_000
 
 
 def default_model_location() -> str:
     """$DISTILL_MOS_MODEL, else this checkout (or the copy `pip install` put in <prefix>/share), else the Hub id."""
-    if os.environ.get("DISTILL_MOS_MODEL"):
-        return os.environ["DISTILL_MOS_MODEL"]
-    for folder in (Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "distill-mos"):
-        # a git checkout without git-lfs holds a ~130-byte pointer instead of the 16 MB weights: not a model
-        if all((folder / name).is_file() for name in _MODEL_FILES) and (folder / "model.safetensors").stat().st_size > 1_000_000:
-            return str(folder)
-    return DEFAULT_HUB_ID
+    return find_model_location(Path(__file__).resolve().parents[1])
 
 
 @dataclass
@@ -65,6 +58,11 @@ class DistillMOSScorer:
         half: score in float16 autocast (CUDA only); kept for compatibility, `dtype="float16"` in `from_pretrained`
             runs the whole network in float16 instead.
         execution: how the model runs (`distill_mos.engine.Execution`); `window_scorer` and `half` fill one in.
+        checks: run the input checks (`distill_mos.checks`: speech share, loudness, clipping, bandwidth) on each clip
+            at its original rate; results get `checks` and their warnings (needs `distill-mos-hf[checks]`).
+
+    A model whose config carries a calibrated `mos_interval` (`distill-mos calibrate`) gives every score its
+    `mos_low` and `mos_high`.
 
     The model's dtype (see `from_pretrained(dtype=...)`) sets the precision: float32 (default) is exact; bfloat16 and
     float16 are faster on hardware that has them, with deviations measured by `bench/benchmark.py`.
@@ -79,6 +77,7 @@ class DistillMOSScorer:
         window_scorer: Callable[[torch.Tensor], torch.Tensor] | None = None,
         half: bool = False,
         execution: Execution | None = None,
+        checks: bool = False,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
@@ -90,6 +89,10 @@ class DistillMOSScorer:
         self.feature_extractor = feature_extractor
         self.batch_size = batch_size
         self.max_window_hop = None if window_hop is None else max(1, round(window_hop * model.config.sampling_rate))
+        if checks:
+            require_checks()  # a missing package is a load-time error, not one error per file
+        self.checks = checks
+        self.interval = MOSInterval.from_config(model.config)
 
     @classmethod
     def from_pretrained(
@@ -118,7 +121,7 @@ class DistillMOSScorer:
         dtype = resolve_dtype(dtype, device)
         if backend == "onnx" and dtype != torch.float32:
             raise ValueError(f"the ONNX backend runs in float32; use dtype='float32' with it, or the torch backend for {dtype}.")
-        location = str(location or default_model_location())
+        location = check_model_location(location or default_model_location())  # a missing folder: "no such folder"
         model = DistillMOSModel.from_pretrained(location, dtype=dtype).to(device)
         window_scorer = kwargs.pop("window_scorer", None)
         if backend == "onnx":
@@ -136,6 +139,13 @@ class DistillMOSScorer:
     def dtype(self) -> torch.dtype:
         """Precision the network runs in (float32 is exact)."""
         return torch.float16 if self.half else self.model.dtype
+
+    @property
+    def provenance(self) -> Provenance:
+        """What produces this scorer's scores (model and weights' SHA-256, precision, backend, hop), computed once."""
+        if getattr(self, "_provenance", None) is None:
+            self._provenance = of_scorer(self)
+        return self._provenance
 
     @property
     def half(self) -> bool:
@@ -175,12 +185,22 @@ class DistillMOSScorer:
                 output = self.model(**inputs, max_window_hop=self.max_window_hop, **options)
             for row, index in enumerate(batch):
                 mask = output.window_mask[row]
+                mos = float(output.mos[row])
+                low, high = self._bounds(mos)
                 scores[index] = Score(
-                    mos=float(output.mos[row]),
+                    mos=mos,
                     window_scores=output.window_scores[row][mask].tolist(),
                     window_start_times=output.window_start_times[row][mask].tolist(),
+                    mos_low=low,
+                    mos_high=high,
                 )
         return scores
+
+    def _bounds(self, mos: float) -> tuple[float | None, float | None]:
+        """The calibrated interval around one score; (None, None) for a model without one."""
+        if self.interval is None:
+            return None, None
+        return self.interval.bounds(mos, self.model.config.mos_min, self.model.config.mos_max)
 
     def score_clips(self, waveforms: Sequence[np.ndarray]) -> list[Score | ScoringFailure]:
         """
@@ -219,7 +239,11 @@ class DistillMOSScorer:
             prepared.append(self.prepare(waveform, sampling_rate, name))
             if not prepared[-1].any():
                 warnings.warn(f"{name} {SILENT}", UserWarning, stacklevel=2)
-        return self.score_prepared(prepared)
+        scores = self.score_prepared(prepared)
+        if self.checks:  # on each clip at its own rate (the bandwidth of the audio, not of the resampling)
+            for score, waveform, rate, clip in zip(scores, waveforms, sampling_rates, prepared):
+                score.checks = check_audio(waveform, rate, clip)
+        return scores
 
     # --- any input: the one path of every interface --------------------------------------------------------------
 
@@ -259,15 +283,23 @@ class DistillMOSScorer:
         waveform = self.prepare(decoded.waveform, decoded.sampling_rate, name="audio")
         # decoded.warning: very short, or far shorter than the header says (wording in distill_mos.audio)
         notes = ([SILENT_WARNING] if not waveform.any() else []) + ([decoded.warning] if decoded.warning else [])
-        result.warning = "; ".join(notes) or None
+        result.warning = "; ".join(notes + self._check(result, decoded.waveform, decoded.sampling_rate, waveform)) or None
         return _Prepared(result, waveform)
 
     def _from_samples(self, result: FileScore, samples, sampling_rate, channels: int | None) -> _Prepared:
         waveform = self.prepare(samples, sampling_rate, name="audio")
         result.sampling_rate, result.channels = int(sampling_rate), channels
         result.duration = len(samples) / sampling_rate
-        result.warning = None if waveform.any() else SILENT_WARNING
+        notes = [] if waveform.any() else [SILENT_WARNING]
+        result.warning = "; ".join(notes + self._check(result, samples, sampling_rate, waveform)) or None
         return _Prepared(result, waveform)
+
+    def _check(self, result: FileScore, samples, sampling_rate: int, waveform: np.ndarray) -> list[str]:
+        """With `checks`: the input checks on the ORIGINAL-rate `samples` into `result.checks`; their warnings."""
+        if not self.checks:
+            return []
+        result.checks = check_audio(samples, sampling_rate, waveform)
+        return result.checks.warnings
 
     def prepare_file(self, path: str | Path, channel: str | int = "first", max_seconds: float | None = None) -> _Prepared:
         """`prepare_item(Item.file(path))`: decodes and validates one file, recording the reason if it is bad."""
@@ -296,7 +328,7 @@ class DistillMOSScorer:
             if isinstance(outcome, ScoringFailure):
                 p.result.error, p.result.error_type = outcome.reason, outcome.error_type
             else:
-                p.result.mos = outcome.mos
+                p.result.mos, p.result.mos_low, p.result.mos_high = outcome.mos, outcome.mos_low, outcome.mos_high
                 p.result.window_scores, p.result.window_start_times = outcome.window_scores, outcome.window_start_times
         return [p.result for p in batch]
 

@@ -151,7 +151,7 @@ def audio_dataset(tmp_path_factory):
 def test_add_mos_column_scores_a_dataset_like_the_files(scorer, audio_dataset):
     scored = add_mos_column(audio_dataset, scorer=scorer, batch_size=3)
     expected = {r.path: r.mos for r in scorer.score_files(audio_dataset["path"])}
-    assert scored.column_names == ["audio", "path", "mos", "mos_error"]
+    assert scored.column_names == ["audio", "path", "mos", "mos_error", "mos_provenance"]
     for path, mos, error in zip(scored["path"], scored["mos"], scored["mos_error"]):
         assert error is None
         assert mos == pytest.approx(expected[path], abs=1e-5), path  # same decode route: measured 0

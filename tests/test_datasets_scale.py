@@ -81,7 +81,7 @@ def test_streaming_dataset_gives_the_same_columns_and_scores(scorer, expected, c
     regular = add_mos_column(audio_dataset(files), scorer=scorer, batch_size=2)
     stream = add_mos_column(audio_dataset(files).to_iterable_dataset(), scorer=scorer, batch_size=2, desc="ignored")
     assert isinstance(stream, datasets.IterableDataset)
-    assert stream.column_names == regular.column_names == ["audio", "file", "mos", "mos_error"]
+    assert stream.column_names == regular.column_names == ["audio", "file", "mos", "mos_error", "mos_provenance"]
     rows = list(stream.select_columns(["file", "mos", "mos_error"]))
     assert [r["mos_error"] for r in rows] == regular["mos_error"]
     for row, mos in zip(rows, regular["mos"]):
