@@ -89,8 +89,8 @@ def result_markdown(result: FileScore, example: Example | None = None) -> str:
     return "\n".join(lines)
 
 
-def details(result: FileScore, example: Example | None = None) -> dict:
-    """The machine-readable outcome (the API's answer)."""
+def details(result: FileScore, example: Example | None = None, provenance=None) -> dict:
+    """The machine-readable outcome (the API's answer); `provenance`: the scorer's, which made the score."""
     out = {
         "file": Path(result.path).name,
         "mos": None if result.mos is None else round(result.mos, 4),
@@ -103,8 +103,14 @@ def details(result: FileScore, example: Example | None = None) -> dict:
         "error": result.error,
         "warning": result.warning,
     }
+    if result.checks is not None:
+        out["checks"] = result.checks.to_dict()
+    if result.mos_low is not None:
+        out["mos_low"], out["mos_high"] = round(result.mos_low, 4), round(result.mos_high, 4)
     if example is not None:
         out["human_mos"] = round(example.human_mos, 4)
+    if provenance is not None:
+        out["provenance"] = provenance.to_dict()
     return out
 
 

@@ -58,7 +58,7 @@ class Handlers:
         except Exception as error:  # noqa: BLE001 - the page shows a message, the app keeps serving
             message = _unexpected(f"while scoring {audio_path}", error)
             return f"### ⚠️ Could not score this file\n\n{message}", _plot_update(None), None
-        return result_markdown(result, example), _plot_update(result_plot(result)), details(result, example)
+        return result_markdown(result, example), _plot_update(result_plot(result)), details(result, example, self.space.scorer.provenance)
 
     def score_api(self, audio: str | None) -> dict:
         """The `/predict` endpoint: a dict like `details`; a file that cannot be scored raises gr.Error(reason)."""
@@ -70,7 +70,7 @@ class Handlers:
             raise gr.Error(_unexpected("in /predict", error), print_exception=False) from None
         if result.error:
             raise gr.Error(sentence(result.error), print_exception=False)
-        return details(result, self.space.example_for(audio))
+        return details(result, self.space.example_for(audio), self.space.scorer.provenance)
 
     # --- Compare ---
 

@@ -16,6 +16,8 @@ The Space's settings: its limits and how the model is loaded, from environment v
     DISTILL_MOS_LIVE_HOP      seconds between live updates (default 1)
     DISTILL_MOS_WINDOW_HOP    seconds between windows on long clips (default: exact, 1 s, as the library)
     DISTILL_MOS_DTYPE         float32 (default), bfloat16, float16 or auto: the precision the model scores in
+    DISTILL_MOS_CHECKS        1 (default) or 0: the input checks (speech share, loudness, clipping, bandwidth) on
+                              every upload, as columns of the answer and warnings in words
     GRADIO_SERVER_NAME / GRADIO_SERVER_PORT   where to listen (default 127.0.0.1:7860; Spaces sets 0.0.0.0)
 """
 
@@ -109,6 +111,8 @@ def scorer_kwargs() -> dict:
     kwargs = {
         "device": os.environ.get("DISTILL_MOS_DEVICE", "auto"),
         "window_hop": float(hop) if hop else None,
+        # on by default here (uploads are anyone's audio); off by default in the library, where it costs ~8%
+        "checks": os.environ.get("DISTILL_MOS_CHECKS", "1").strip() != "0",
     }
     dtype = os.environ.get("DISTILL_MOS_DTYPE", "").strip().lower()
     if dtype:  # passed only when set: the library's default precision is float32

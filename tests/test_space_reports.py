@@ -59,3 +59,23 @@ def test_compare_systems_asks_for_both_sets(scorer, missing):
     one = [str(MFALL / "dir3" / "opus.wav")]
     text, figure = h.compare_systems(None if missing == "a" else one, None if missing == "b" else one)
     assert "Upload the files of system **A** and of system **B**" in text and figure is None
+
+
+def test_the_space_answer_names_what_made_the_score_and_checks_the_upload(model, feature_extractor):
+    """Issue 19 in the Space: the JSON answer carries the scorer's provenance and, on by default there, the checks."""
+    from distill_mos import DistillMOSScorer
+
+    h = handlers(DistillMOSScorer(model, feature_extractor, checks=True))
+    _, _, answer = h.score_one(str(MFALL / "dir3" / "opus.wav"))
+    assert answer["provenance"] == h.space.scorer.provenance.to_dict()
+    assert answer["provenance"]["precision"] == "float32"
+    assert 0.4 < answer["checks"]["speech_share"] <= 1.0  # read speech
+
+
+def test_checks_are_on_by_default_in_the_space(monkeypatch):
+    import settings
+
+    monkeypatch.delenv("DISTILL_MOS_CHECKS", raising=False)
+    assert settings.scorer_kwargs()["checks"] is True
+    monkeypatch.setenv("DISTILL_MOS_CHECKS", "0")
+    assert settings.scorer_kwargs()["checks"] is False
