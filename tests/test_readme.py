@@ -174,3 +174,13 @@ def test_memory_figures_are_the_committed_benchmark_results():
     ours, original = results["b/exact"]["peak_mb"] / 1000, results["b/original"]["peak_mb"] / 1000
     assert f"Memory: {ours:.1f} GB instead of {original:.1f} GB on a 60 s clip" in text
     assert f"peak {results['e/fast']['peak_mb'] / 1000:.1f} GB" in text
+
+
+def test_performance_table_is_the_committed_benchmark_result():
+    """README's padding-saving table is what bench/readme_tables.py prints from bench/results (the machine named)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_tables", ROOT / "bench" / "readme_tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    assert tables.padding_table() in README
