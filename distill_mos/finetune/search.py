@@ -71,8 +71,7 @@ def search_settings(model, clips: Sequence[ClipWindows], settings, *, seed: int,
                 model.load_state_dict(start)
                 fit(model, [clips[i] for i in range(len(clips)) if i not in held], candidate, seed=seed,
                     verbose=False, measure_loss=False)
-                scores = predict(DistillMOSClipRegressor(model, cached_features=cached),
-                                 [clips[i] for i in test_rows], settings.batch_size)
+                scores = predict(DistillMOSClipRegressor(model, cached_features=cached), [clips[i] for i in test_rows])
                 for row, score in zip(test_rows, scores):
                     predictions[row] = score
             pcc = _pcc(predictions, targets)

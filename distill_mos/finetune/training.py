@@ -135,8 +135,8 @@ class _LogPrinter(TrainerCallback):
             print(f"{self.prefix}step {state.global_step}/{state.max_steps}: " + ", ".join(parts), flush=True)
 
 
-def _mse(regressor: DistillMOSClipRegressor, clips: Sequence[ClipWindows], batch_size: int) -> float:
-    predictions = predict(regressor, clips, batch_size)
+def _mse(regressor: DistillMOSClipRegressor, clips: Sequence[ClipWindows]) -> float:
+    predictions = predict(regressor, clips)
     return sum((p - c.clip.target) ** 2 for p, c in zip(predictions, clips)) / max(len(clips), 1)
 
 
@@ -166,7 +166,7 @@ def train(
         raise FinetuneError("the clips were prepared for the other mode (cached features vs --train-all windows).")
     regressor = DistillMOSClipRegressor(model, cached_features=cached, train_layers=settings.train_layers,
                                         loss=settings.loss)
-    loss_before = _mse(regressor, train_clips, settings.batch_size) if measure_loss else None
+    loss_before = _mse(regressor, train_clips) if measure_loss else None
     validate = len(validation_clips) > 0
     steps = settings.steps_for(len(train_clips))
     every = max(1, steps // 10)
@@ -232,7 +232,7 @@ def train(
         epochs_run=float(state.epoch or 0),
         best_validation_loss=state.best_metric if validate else None,
         train_loss_before=loss_before,
-        train_loss_after=_mse(regressor, train_clips, settings.batch_size) if measure_loss else None,
+        train_loss_after=_mse(regressor, train_clips) if measure_loss else None,
         log_history=list(state.log_history),
     )
 
@@ -306,7 +306,7 @@ def cross_validate(
     groups = clip_groups(clips)
     folds = grouped_folds(groups, k, settings.seed)
     cached = not settings.train_all
-    baseline = predict(DistillMOSClipRegressor(model, cached_features=cached), clips, settings.batch_size)
+    baseline = predict(DistillMOSClipRegressor(model, cached_features=cached), clips)
     model.eval()
     predictions: list[float | None] = [None] * len(clips)
     fold_of = [0] * len(clips)
@@ -320,8 +320,7 @@ def cross_validate(
                 print(f"fold {number + 1}/{k}: {len(rest)} training clips, {len(test_rows)} test clips", flush=True)
             run = fit(model, rest, settings, seed=settings.seed + number, verbose=verbose,
                       prefix=f"  fold {number + 1} ", measure_loss=False)
-            scores = predict(DistillMOSClipRegressor(model, cached_features=cached), [clips[i] for i in test_rows],
-                             settings.batch_size)
+            scores = predict(DistillMOSClipRegressor(model, cached_features=cached), [clips[i] for i in test_rows])
             for row, score in zip(test_rows, scores):
                 predictions[row], fold_of[row] = score, number
             summary = {key: value for key, value in asdict(run).items() if key != "log_history"}
