@@ -4,7 +4,7 @@ Fine-tuning settings on a synthetic listening test built from the bundled speech
 
     python bench/finetune_benchmark.py                                   # released, new defaults, old defaults
     python bench/finetune_benchmark.py --settings lr3e-5 lr3e-4 steps300 steps1200 --seeds 0 1
-    python bench/finetune_benchmark.py --settings search                 # the nested --search (about 13x the cost)
+    python bench/finetune_benchmark.py --settings search                 # the nested --search (~14.5x the steps)
     python bench/record_results.py finetune_defaults_amd_epyc -- python bench/finetune_benchmark.py
 
 The test: 16 stimuli (the 4 clean-ish bundled recordings, GenSpeech dir1/dir3 references and TCD-VoIP C_01/C_21,

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "clip's label); the same for clips up to 7.68 s")
     parser.add_argument("--search", action="store_true",
                         help="choose the learning rate and steps by an inner grouped cross-validation on the training "
-                             "files (inside each --cv fold); about 13 times the training time")
+                             "files (inside each --cv fold); about 14.5 times the optimizer steps")
     parser.add_argument("--model", help="model to start from: folder or Hub id (default: as distill-mos)")
     parser.add_argument("--file-column", default="file", help="CSV column with the audio paths (default: file)")
     parser.add_argument("--mos-column", help="label column (default: 'mos' for CSV, else the first of mos, MOS, ...)")
