@@ -32,172 +32,26 @@ PAPER_PCC = ROOT / "tests" / "data" / "reference" / "paper_pcc.csv"
 PAPER_SOURCE = "Stahl and Gamper, ICASSP 2025 (arXiv 2502.05356), tests/data/reference/README.md"
 OURS = "Distill-MOS"
 PAPER_ROWS = {OURS: "Distill-MOS v7 (released)", "DNSMOS P.808": "DNSMOS P.808", "DNSMOS P.835": "DNSMOS P.835"}
-MOS_COLUMNS = ("mos", "MOS", "human_mos", "mean_opinion_score", "score", "rating")
-SYSTEM_COLUMNS = ("system", "system_id", "sys_id", "condition", "condition_id")
-ID_COLUMNS = ("file", "file_name", "filename", "path", "id", "utt_id", "sample_id")
-# Internal column names of the normalised set.
-AUDIO, LABEL, SYSTEM, ITEM, PRED = "audio", "human_mos", "system", "item", "predicted_mos"
+# Label-source loading lives in the library (shared with `distill_mos.finetune`); re-exported under its old names.
+from distill_mos.labels import (  # noqa: E402 - after the sys.path set-up above
+    AUDIO,
+    ID_COLUMNS,
+    ITEM,
+    LABEL,
+    MOS_COLUMNS,
+    SYSTEM,
+    SYSTEM_COLUMNS,
+    LabelSourceError,
+    load_any_dataset,
+    load_csv,
+    normalise_dataset,
+)
+
+PRED = "predicted_mos"  # the column of our predictions in the normalised set
 
 
 class BenchmarkError(ValueError):
-    """A usage problem (bad path, missing column, ...): printed without a traceback by the command line."""
-
-
-# --- loading a labelled set -----------------------------------------------------------------------------------
-
-
-def _float_or_none(value) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = value.strip()
-        if not value:
-            return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise BenchmarkError(f"not a number in the MOS column: {value!r}") from None
-    return number if math.isfinite(number) else None
-
-
-def load_csv(path: str | Path, file_column: str = "file", mos_column: str = "mos", system_column: str | None = "auto",
-             keep_unrated: bool = False):
-    """A CSV with `file` (relative to the CSV) and `mos` columns -> the normalised `datasets.Dataset`."""
-    import datasets
-
-    path = Path(path)
-    if not path.is_file():
-        raise BenchmarkError(f"{path}: no such labels file")
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        rows = list(reader)
-    for needed in (file_column, mos_column):
-        if needed not in columns:
-            raise BenchmarkError(f"{path}: no column {needed!r}; its columns are {columns}")
-    system_column = _pick_system_column(system_column, columns, path)
-    data = {AUDIO: [], LABEL: [], ITEM: []}
-    if system_column:
-        data[SYSTEM] = []
-    for row in rows:
-        label = _float_or_none(row[mos_column])
-        if label is None and not keep_unrated:
-            continue  # unrated (e.g. the reference of a MUSHRA/ACR test)
-        name = row[file_column].strip()
-        file = Path(name) if Path(name).is_absolute() else path.parent / name
-        data[AUDIO].append(str(file.resolve()))
-        data[LABEL].append(label)
-        data[ITEM].append(name)
-        if system_column:
-            data[SYSTEM].append(str(row[system_column]))
-    if not data[ITEM]:
-        raise BenchmarkError(f"{path}: no rows with a MOS label")
-    features = {AUDIO: datasets.Audio(), LABEL: datasets.Value("float64"), ITEM: datasets.Value("string")}
-    if system_column:
-        features[SYSTEM] = datasets.Value("string")
-    return datasets.Dataset.from_dict(data, features=datasets.Features(features))
-
-
-def _pick_system_column(system_column, columns, where) -> str | None:
-    if system_column in (None, "", "none"):
-        return None
-    if system_column == "auto":
-        return next((c for c in SYSTEM_COLUMNS if c in columns), None)
-    if system_column not in columns:
-        raise BenchmarkError(f"{where}: no system column {system_column!r}; its columns are {columns}")
-    return system_column
-
-
-def _is_saved_dataset(folder: Path) -> bool:
-    return (folder / "dataset_dict.json").is_file() or (
-        (folder / "dataset_info.json").is_file() and (folder / "state.json").is_file()
-    )
-
-
-def load_any_dataset(source: str, split: str | None = None, config: str | None = None, audiofolder: bool = False):
-    """A saved dataset folder, an audiofolder, or a Hub id -> one `datasets.Dataset` split."""
-    import datasets
-
-    folder = Path(source)
-    if audiofolder or folder.is_dir():
-        if not folder.is_dir():
-            raise BenchmarkError(f"{source}: no such folder")
-        if _is_saved_dataset(folder):
-            loaded = datasets.load_from_disk(str(folder))
-        elif audiofolder:
-            loaded = datasets.load_dataset("audiofolder", data_dir=str(folder))
-        else:  # a local dataset repository (parquet, csv + audio, ...): datasets picks the builder
-            try:
-                loaded = datasets.load_dataset(str(folder), name=config)
-            except Exception as error:  # noqa: BLE001
-                raise BenchmarkError(f"cannot load the dataset folder {source}: {type(error).__name__}: {error}") from None
-    else:
-        try:
-            loaded = datasets.load_dataset(source, name=config, split=split)
-        except Exception as error:  # noqa: BLE001 - offline, missing, gated, ... : say which and why
-            raise BenchmarkError(f"cannot load dataset {source!r}: {type(error).__name__}: {error}") from None
-    if isinstance(loaded, datasets.DatasetDict):
-        if split is None:
-            if len(loaded) == 1:
-                split = next(iter(loaded))
-            elif "test" in loaded:
-                split = "test"
-            else:
-                raise BenchmarkError(f"{source}: several splits {list(loaded)}; choose one with --split")
-        if split not in loaded:
-            raise BenchmarkError(f"{source}: no split {split!r}; its splits are {list(loaded)}")
-        loaded = loaded[split]
-    return loaded
-
-
-def normalise_dataset(dataset, audio_column: str | None = None, mos_column: str | None = None,
-                      system_column: str | None = "auto", id_column: str | None = None, keep_unrated: bool = False):
-    """Any dataset with audio and MOS columns -> the normalised one (audio, human_mos, item[, system])."""
-    import datasets
-    import pyarrow.compute as pc
-
-    columns = dataset.column_names
-    if audio_column is None:
-        audio_column = next((c for c, f in dataset.features.items() if isinstance(f, datasets.Audio)), "audio")
-    if audio_column not in columns:
-        raise BenchmarkError(f"the dataset has no audio column {audio_column!r}; its columns are {columns}")
-    if mos_column is None:
-        mos_column = next((c for c in MOS_COLUMNS if c in columns), None)
-        if mos_column is None:
-            raise BenchmarkError(f"no MOS column found (tried {list(MOS_COLUMNS)}); name it with --mos-column. "
-                                 f"The dataset's columns are {columns}")
-    elif mos_column not in columns:
-        raise BenchmarkError(f"the dataset has no MOS column {mos_column!r}; its columns are {columns}")
-    system_column = _pick_system_column(system_column, columns, "the dataset")
-    if id_column is None:
-        id_column = next((c for c in ID_COLUMNS if c in columns and c != audio_column), None)
-    elif id_column not in columns:
-        raise BenchmarkError(f"the dataset has no id column {id_column!r}; its columns are {columns}")
-
-    if not keep_unrated:
-        dataset = dataset.filter(lambda labels: [_float_or_none(v) is not None for v in labels],
-                                 input_columns=[mos_column], batched=True, keep_in_memory=True)
-        if len(dataset) == 0:
-            raise BenchmarkError(f"no rows with a MOS label in column {mos_column!r}")
-    labels = [_float_or_none(v) for v in dataset[mos_column]]
-    if id_column:
-        items = [str(v) for v in dataset[id_column]]
-    else:  # the audio files' paths, read without decoding; else the row numbers
-        table = dataset.cast_column(audio_column, datasets.Audio(decode=False)).select_columns([audio_column])
-        paths = pc.struct_field(table.with_format("arrow")[:][audio_column], "path").to_pylist()
-        items = [p if p else str(i) for i, p in enumerate(paths)]
-        if len(set(items)) < len(items):
-            items = [str(i) for i in range(len(items))]
-    systems = [str(v) for v in dataset[system_column]] if system_column else None
-
-    # Keep the audio as stored (native sampling rate, all channels): the scorer picks the channel and resamples.
-    audio = dataset.select_columns([audio_column]).cast_column(audio_column, datasets.Audio())
-    if audio_column != AUDIO:
-        audio = audio.rename_column(audio_column, AUDIO)
-    audio = audio.add_column(LABEL, labels).add_column(ITEM, items)
-    if systems is not None:
-        audio = audio.add_column(SYSTEM, systems)
-    return audio
+    """A usage problem (no paper figures for a set, nothing scored, ...): printed without a traceback."""
 
 
 # --- scoring ----------------------------------------------------------------------------------------------------
@@ -486,7 +340,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _main(args)
-    except BenchmarkError as error:
+    except (BenchmarkError, LabelSourceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -4,8 +4,9 @@ training lowers the training loss and can over-fit a tiny set, grouped folds nev
 gives the same figures, bad rows are reported and lose no other row, and a saved model loads everywhere the
 released one does and scores exactly as it scored in memory.
 
-No test claims that fine-tuning improves agreement with listeners on these 16 clips: far too few to say so.
-Training uses the real model (cached convolutional features, 1-3 epochs) to stay fast on 2 CPU cores.
+No test claims that fine-tuning improves agreement with listeners on these 16 clips: far too few to say so (that is
+bench/finetune_benchmark.py's job). Training uses the real model (cached convolutional features, a few optimizer
+steps) to stay fast on 2 CPU cores.
 """
 
 import copy
@@ -35,7 +36,17 @@ from distill_mos.finetune.model import (  # noqa: E402
     predict,
     prepare_clips,
 )
-from distill_mos.finetune.training import cross_validate, train  # noqa: E402
+from distill_mos.finetune import search as search_module  # noqa: E402
+from distill_mos.finetune import training as training_module  # noqa: E402
+from distill_mos.finetune.training import (  # noqa: E402
+    DEFAULT_STEPS,
+    LARGE_SET_VALIDATION_FRACTION,
+    SMALL_SET,
+    TrainingRun,
+    cross_validate,
+    fit,
+    train,
+)
 
 
 def rated_rows() -> list[dict]:
@@ -79,7 +90,7 @@ def prepared(base_model, feature_extractor):
 
 def fresh(base_model):
     model = copy.deepcopy(base_model).eval()
-    model.cpu_window_threads = base_model.cpu_window_threads
+    model.window_executor = base_model.window_executor
     return model
 
 
@@ -470,3 +481,135 @@ def test_model_card_quotes_the_cross_validated_figures_beside_the_released_model
     no_cv = model_card(base_model="x", data_name="d", n_clips=3, n_train=3, n_validation=0, label_range=None,
                        settings={}, cv_results=None)
     assert "Not cross-validated" in no_cv
+
+
+# --- the defaults: optimizer steps, no validation split on small sets --------------------------------------------
+
+
+def test_default_length_is_a_number_of_steps_whatever_the_set_size():
+    defaults = FinetuneSettings()
+    assert defaults.steps is None and defaults.epochs is None and defaults.batch_size == 1
+    assert defaults.steps_for(50) == defaults.steps_for(128) == defaults.steps_for(500) == DEFAULT_STEPS
+    assert FinetuneSettings(steps=40).steps_for(500) == 40
+    # epochs, when asked for, grow with the set: ceil(epochs * ceil(n / batch))
+    assert FinetuneSettings(epochs=6).steps_for(100) == 600
+    assert FinetuneSettings(epochs=2, batch_size=8).steps_for(50) == 14
+    with pytest.raises(ValueError, match="steps or as epochs, not both"):
+        FinetuneSettings(steps=10, epochs=1).check()
+    with pytest.raises(ValueError, match="train_layers"):
+        FinetuneSettings(train_layers="conv").check()
+
+
+def test_no_validation_split_by_default_below_the_small_set_size():
+    defaults = FinetuneSettings()
+    assert defaults.validation_fraction is None
+    assert defaults.validation_fraction_for(50) == defaults.validation_fraction_for(SMALL_SET - 1) == 0
+    assert defaults.validation_fraction_for(SMALL_SET) == LARGE_SET_VALIDATION_FRACTION
+    assert FinetuneSettings(validation_fraction=0.2).validation_fraction_for(50) == 0.2  # asked for: given
+    assert FinetuneSettings(validation_fraction=0).validation_fraction_for(10 * SMALL_SET) == 0
+
+
+def test_training_runs_the_set_number_of_steps_on_every_clip_of_a_small_set(base_model, prepared):
+    """Default validation on 6 clips of 3 groups: nothing held out; 2 steps on 1 clip and on 6 clips alike."""
+    model = fresh(base_model)
+    six = prepared[:2] + prepared[5:7] + prepared[10:12]
+    for clips in (prepared[:1], six):
+        run = fit(model, clips, FinetuneSettings(steps=2, seed=0), verbose=False, measure_loss=False)
+        assert run.steps_run == 2 and run.n_train == len(clips) and run.n_validation == 0
+    held = fit(model, six, FinetuneSettings(steps=1, validation_fraction=0.3, seed=0), verbose=False,
+               measure_loss=False)
+    assert held.n_validation > 0 and held.n_train + held.n_validation == 6  # an explicit share is held out
+
+
+def test_which_layers_train_and_the_per_window_loss(base_model, prepared):
+    model = fresh(base_model)
+    encoder_before = [p.detach().clone() for p in model.encoder.parameters()]
+    pooling_before = [p.detach().clone() for p in model.pooling.parameters()]
+    train(model, prepared[:2], settings=FinetuneSettings(steps=2, learning_rate=1e-3, train_layers="pooling"),
+          verbose=False, measure_loss=False)
+    assert all(torch.equal(a, b) for a, b in zip(encoder_before, model.encoder.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(pooling_before, model.pooling.parameters()))
+    last = DistillMOSClipRegressor(model, train_layers="last")
+    trained = {id(p) for p in last.parameters() if p.requires_grad}
+    assert trained == {id(p) for p in list(model.encoder.layers[-1].parameters()) + list(model.pooling.parameters())}
+    # per-window and per-clip loss: the same for a one-window clip, not for a clip of several windows
+    long_clip = next(c for c in prepared if c.inputs.shape[0] > 1)
+    for clip, same in ((prepared[0], True), (long_clip, False)):
+        batch = WindowCollator()([{"inputs": clip.inputs, "labels": 3.0}])
+        with torch.no_grad():
+            losses = [DistillMOSClipRegressor(base_model, loss=loss)(**batch).loss for loss in ("clip", "window")]
+        assert (abs(float(losses[0] - losses[1])) < 1e-7) == same, losses
+    for parameter in base_model.parameters():
+        parameter.requires_grad_(False)
+
+
+# --- --search: nested inside each outer fold ------------------------------------------------------------------------
+
+
+def test_search_never_sees_the_outer_test_fold(base_model, prepared, monkeypatch):
+    """
+    By construction: every clip any inner training or inner scoring gets is one of the outer fold's training clips;
+    the chosen settings are recorded per fold and are grid candidates. (Training itself is stubbed out here; the
+    search's real training runs in bench/finetune_benchmark.py --settings search.)
+    """
+    monkeypatch.setattr(search_module, "SEARCH_GRID", {"learning_rate": (1e-4, 3e-4), "steps": (1,)})
+    clips = prepared[:2] + prepared[5:7] + prepared[10:12]  # 3 groups of 2
+    outer_training: list[set[int]] = []
+    seen = {"train": [], "predict": []}
+
+    real_fit, real_predict = training_module.fit, search_module.predict
+
+    def outer_fit(model, fold_clips, settings, **kwargs):
+        if settings.search:  # the outer call (cross_validate's); the inner ones come with search off
+            outer_training.append({id(c) for c in fold_clips})
+        return real_fit(model, fold_clips, settings, **kwargs)
+
+    def recording_train(model, train_clips, validation_clips=(), settings=None, **kwargs):
+        """Records what it is given and skips the optimizer: the nesting, not the training, is under test."""
+        seen["train"].append((len(outer_training) - 1, {id(c) for c in list(train_clips) + list(validation_clips)}))
+        return TrainingRun(len(train_clips), len(validation_clips), settings.steps_for(len(train_clips)), 1.0,
+                           None, None, None)
+
+    def recording_predict(regressor, some_clips, batch_size=8):
+        seen["predict"].append((len(outer_training) - 1, {id(c) for c in some_clips}))
+        return real_predict(regressor, some_clips, batch_size)
+
+    monkeypatch.setattr(training_module, "fit", outer_fit)
+    monkeypatch.setattr(training_module, "train", recording_train)
+    monkeypatch.setattr(search_module, "predict", recording_predict)
+    result = cross_validate(fresh(base_model), clips, 3, FinetuneSettings(search=True, seed=3), verbose=False)
+
+    assert len(outer_training) == 3
+    for fold, training_ids in enumerate(outer_training):
+        test_ids = {id(clips[i]) for i in range(len(clips)) if result.fold_of[i] == fold}
+        assert test_ids and not test_ids & training_ids
+    # 2 candidates x 2 inner folds (2 groups in each outer training part) + the final training, per outer fold
+    assert len(seen["train"]) == 3 * (2 * 2 + 1) and len(seen["predict"]) == 3 * 2 * 2
+    for fold, ids in seen["train"] + seen["predict"]:
+        assert ids <= outer_training[fold]
+    for summary in result.folds:
+        assert summary["search"]["chosen"]["steps"] == 1
+        assert summary["search"]["chosen"]["learning_rate"] in (1e-4, 3e-4)
+        assert len(summary["search"]["candidates"]) == 2
+
+
+# --- exactness: an untrained fine-tuned model is the released one ---------------------------------------------------
+
+
+def test_untrained_cached_path_and_saved_repository_score_as_the_released_model(tmp_path, base_model,
+                                                                              feature_extractor, prepared):
+    """The cached-feature scores (what CV's baseline and every fold start from) and a saved untrained copy: 1e-6."""
+    from distill_mos import DistillMOSScorer
+    from distill_mos.finetune.export import save_model_repository
+
+    files = [c.clip.audio for c in prepared]
+    released = [r.mos for r in DistillMOSScorer.from_pretrained(str(ROOT), device="cpu").score_files(files)]
+    cached = predict(DistillMOSClipRegressor(base_model), prepared)
+    np.testing.assert_allclose(cached, released, atol=1e-6, rtol=0)
+    model = fresh(base_model)
+    run = train(model, prepared[:2], settings=FinetuneSettings(steps=1, learning_rate=1e-30, warmup=0),
+                verbose=False, measure_loss=False)  # a fine-tuning run whose update is zero in float32
+    assert run.steps_run == 1
+    folder = save_model_repository(model, feature_extractor, tmp_path / "untrained", "card")
+    saved = [r.mos for r in DistillMOSScorer.from_pretrained(str(folder), device="cpu").score_files(files)]
+    np.testing.assert_allclose(saved, released, atol=1e-6, rtol=0)

@@ -6,8 +6,9 @@ Fine-tune Distill-MOS on your own listening test, with `transformers.Trainer` an
 
 or from Python: `distill_mos.finetune.finetune("ratings.csv", "runs/mine", cv=5, group_column="item")`.
 
-Runs from a checkout of this repository (`pip install -e ".[finetune]"`): it reads labels with `eval/benchmark.py` and
-computes figures with the `eval/mos_metrics` module, which a non-editable install does not carry.
+Runs from a checkout of this repository (`pip install -e ".[finetune]"`): it reads labels with `distill_mos.labels` (as
+`eval/benchmark.py` does) and computes figures with the `eval/mos_metrics` module, which a non-editable install does
+not carry.
 """
 
 import csv
@@ -27,7 +28,7 @@ from .data import (
     load_labels,
     mos_metric,
 )
-from .training import CrossValidation, FinetuneSettings, TrainingRun, cross_validate, train, train_with_validation
+from .training import CrossValidation, FinetuneSettings, TrainingRun, cross_validate, fit, train
 
 __all__ = [
     "FinetuneError",
@@ -36,6 +37,7 @@ __all__ = [
     "RowIssue",
     "cross_validate",
     "finetune",
+    "fit",
     "grouped_folds",
     "grouped_holdout",
     "load_labels",
@@ -120,7 +122,7 @@ def finetune(
     own group) and writes `output_dir/results.json`: `{"n", "baseline": {"pcc", "srcc", "ktau", "rmse"}, "cv": {...}}`
     (the released model's and the fine-tuned models' out-of-fold figures on the same clips; RMSE only for labels on
     the MOS scale) and `output_dir/cv_predictions.csv`. Without `cv`, it trains on all clips (less the validation
-    share used for early stopping) and saves `output_dir/model/`, a complete model repository whose model card
+    share used for early stopping, by default none below `training.SMALL_SET` clips) and saves `output_dir/model/`, a complete model repository whose model card
     quotes `output_dir/results.json` when an earlier `cv` run on the same labels wrote it.
 
     Rows that cannot be used (missing or unreadable file, label not a number / NaN / off the scale, no group) are
@@ -205,7 +207,7 @@ def finetune(
             print(f"Wrote {results_path} and {output_dir / 'cv_predictions.csv'}")
         return FinetuneResult(results, issues, cross_validation=crossval)
 
-    run = train_with_validation(model, prepared, settings, verbose=verbose)
+    run = fit(model, prepared, settings, verbose=verbose)
     cv_results = None
     if results_path.is_file():
         earlier = json.loads(results_path.read_text())
@@ -216,7 +218,7 @@ def finetune(
     card = model_card(
         base_model=base, data_name=labelled.name, n_clips=len(prepared), n_train=run.n_train,
         n_validation=run.n_validation, label_range=label_range, cv_results=cv_results,
-        settings=asdict(settings), pipeline_task=_pipeline_task(),
+        settings={**asdict(settings), **(run.search["chosen"] if run.search else {})}, pipeline_task=_pipeline_task(),
     )
     save_model_repository(model, feature_extractor, model_dir, card)
     summary = {key: value for key, value in asdict(run).items() if key != "log_history"}
@@ -224,6 +226,6 @@ def finetune(
                           "cross_validated": cv_results is not None})
     (output_dir / "training.json").write_text(json.dumps(results, indent=2) + "\n")
     if verbose:
-        print(f"Training MSE {run.train_loss_before:.4f} -> {run.train_loss_after:.4f} over {run.epochs_run:g} epochs. "
-              f"Saved the model to {model_dir}")
+        print(f"Training MSE {run.train_loss_before:.4f} -> {run.train_loss_after:.4f} over {run.steps_run} steps "
+              f"({run.epochs_run:.3g} epochs). Saved the model to {model_dir}")
     return FinetuneResult(results, issues, model_dir=model_dir, model=model, run=run)

@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from . import FinetuneError, FinetuneSettings, finetune, format_table
+from .training import DEFAULT_STEPS, LARGE_SET_VALIDATION_FRACTION, LOSSES, SMALL_SET, TRAIN_LAYERS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,17 +27,32 @@ def build_parser() -> argparse.ArgumentParser:
                              "then only correlations are reported")
     parser.add_argument("--train-all", action="store_true",
                         help="train every parameter on raw windows (slow) instead of the cached-feature head")
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="clips per step")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                        help=f"AdamW peak learning rate, linear warm-up and decay (default {defaults.learning_rate:g})")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=int, help=f"optimizer steps, whatever the number of files (default "
+                        f"{DEFAULT_STEPS})")
+    length.add_argument("--epochs", type=float, help="passes over the training files instead of --steps")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help=f"clips per step (default {defaults.batch_size})")
     parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction,
-                        help="share of the training clips held out for early stopping (0: none, train --epochs)")
+                        help=f"share of the training clips (whole groups) held out for early stopping (default: none "
+                             f"below {SMALL_SET} files, {LARGE_SET_VALIDATION_FRACTION:g} from there; 0: never)")
     parser.add_argument("--patience", type=int, default=defaults.early_stopping_patience,
-                        help="epochs without a better validation loss before stopping")
+                        help="evaluations (ten per run) without a better validation loss before stopping")
     parser.add_argument("--warmup", type=float, default=defaults.warmup,
-                        help="share of the steps with a linearly rising learning rate")
+                        help=f"share of the steps with a linearly rising learning rate (default {defaults.warmup:g})")
+    parser.add_argument("--train-layers", choices=TRAIN_LAYERS, default=defaults.train_layers,
+                        help="what trains on the cached features: head (projection, transformer, pooling; default), "
+                             "last (last transformer layer and pooling), pooling")
+    parser.add_argument("--loss", choices=LOSSES, default=defaults.loss,
+                        help="clip (each clip's mean window score; default) or window (each window towards its "
+                             "clip's label); the same for clips up to 7.68 s")
+    parser.add_argument("--search", action="store_true",
+                        help="choose the learning rate and steps by an inner grouped cross-validation on the training "
+                             "files (inside each --cv fold); about 14.5 times the optimizer steps")
     parser.add_argument("--model", help="model to start from: folder or Hub id (default: as distill-mos)")
     parser.add_argument("--file-column", default="file", help="CSV column with the audio paths (default: file)")
     parser.add_argument("--mos-column", help="label column (default: 'mos' for CSV, else the first of mos, MOS, ...)")
@@ -53,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 when every rated row was used, 1 when some were left out (reported), 2 for bad usage."""
     args = build_parser().parse_args(argv)
     settings = FinetuneSettings(
-        learning_rate=args.learning_rate, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
         weight_decay=args.weight_decay, seed=args.seed, validation_fraction=args.validation_fraction,
-        early_stopping_patience=args.patience, warmup=args.warmup, train_all=args.train_all,
+        early_stopping_patience=args.patience, warmup=args.warmup, train_layers=args.train_layers, loss=args.loss,
+        train_all=args.train_all, search=args.search,
     )
     channel = int(args.channel) if args.channel.isdigit() else args.channel
     if args.quiet:

@@ -48,12 +48,18 @@ def normalize_windows(windows: torch.Tensor, eps: float) -> torch.Tensor:
     return windows / (peak + eps)
 
 
-def encode_windows(model: DistillMOSModel, windows: torch.Tensor) -> torch.Tensor:
+def encode_windows(model: DistillMOSModel, windows: torch.Tensor, real_samples: int | None = None) -> torch.Tensor:
     """
     `(n, window_length)` waveform windows -> `(n, frames, conv_output_size)` features of the frozen convolutional
     feature encoder: peak normalization, spectrogram, convolutions, exactly as the model scores a window.
+    `real_samples`: leading samples of every window that are audio (a short clip's one window): the convolutions then
+    skip the zero padding as the model does (`config.skip_padded_frames`), with the same features.
     """
-    return model.feature_encoder(model.spectrogram(normalize_windows(windows, model.config.normalization_eps)))
+    spectrogram = model.spectrogram(normalize_windows(windows, model.config.normalization_eps))
+    real_frames = None
+    if real_samples is not None and model.config.skip_padded_frames:
+        real_frames = model.spectrogram.frames_seeing_audio(real_samples, windows.shape[1])
+    return model.feature_encoder(spectrogram, real_frames)
 
 
 def decode_clip(clip: LabelledClip, feature_extractor, channel: str | int = "first") -> np.ndarray:
@@ -109,7 +115,8 @@ def prepare_clips(
                                        "teaches the model nothing about speech", level="warning"))
             windows = clip_windows(waveform, config.window_length, config.max_window_hop)
             if cache_features:
-                windows = torch.cat([encode_windows(model, part.to(device)).cpu() for part in windows.split(chunk)])
+                real = min(len(waveform), config.window_length)  # only a clip shorter than a window has padding
+                windows = torch.cat([encode_windows(model, part.to(device), real).cpu() for part in windows.split(chunk)])
             prepared.append(ClipWindows(clip, windows))
             if progress is not None:
                 progress.update(1)
@@ -164,30 +171,42 @@ class DistillMOSClipRegressor(nn.Module):
     training updates `model` in place and it can be saved as it is.
 
     - `cached_features=True` (default): the input is the frozen convolutional feature encoder's output, computed
-      once (`prepare_clips`); only `model.encoder` (projection, transformer) and `model.pooling` are trained.
+      once (`prepare_clips`); `model.encoder` (projection, transformer) and `model.pooling` are trained.
     - `cached_features=False` (`--train-all`): the input is raw waveform windows and every parameter is trained.
 
-    In both, the batch norms stay at their running statistics (eval mode even while training): their statistics
-    came from the large distillation set, and a few clips per batch would only add noise. The model has no dropout.
-    A clip's score is the mean of its windows' sigmoid outputs mapped to `mos_min..mos_max`, as the model scores.
+    `train_layers` (cached mode) narrows what trains: "head" (projection, transformer, pooling), "last" (the last
+    transformer layer and the pooling) or "pooling". `loss` "clip" trains each clip's score (the mean of its
+    windows) towards its label, "window" each window's score towards its clip's label.
+
+    In both modes, the batch norms stay at their running statistics (eval mode even while training): their
+    statistics came from the large distillation set, and a few clips per batch would only add noise. The model has
+    no dropout. A clip's score is the mean of its windows' sigmoid outputs mapped to `mos_min..mos_max`, as the
+    model scores.
     """
 
-    def __init__(self, model: DistillMOSModel, cached_features: bool = True):
+    def __init__(self, model: DistillMOSModel, cached_features: bool = True, train_layers: str = "head",
+                 loss: str = "clip"):
         super().__init__()
         self.cached_features = cached_features
+        self.loss = loss
         # not `self.config`: Trainer writes attributes (use_cache) into a `config` it finds, and we save that config
         self.mos_range = (model.config.mos_min, model.config.mos_max)
         if cached_features:
             self.encoder, self.pooling = model.encoder, model.pooling
-            for parameter in model.feature_encoder.parameters():
-                parameter.requires_grad_(False)
         else:
             self.model = model
-            for parameter in model.parameters():
-                parameter.requires_grad_(True)
-        for parameter in list(model.encoder.parameters()) + list(model.pooling.parameters()):
+        for parameter in model.parameters():
+            parameter.requires_grad_(not cached_features)
+        for parameter in self.trained_parameters(model, train_layers if cached_features else "head"):
             parameter.requires_grad_(True)
         self._model = [model]  # not a submodule twice over: kept out of state_dict
+
+    @staticmethod
+    def trained_parameters(model: DistillMOSModel, train_layers: str) -> list[nn.Parameter]:
+        """The parameters `train_layers` names (beside the convolutions with `--train-all`)."""
+        modules = {"head": [model.encoder, model.pooling], "last": [model.encoder.layers[-1], model.pooling],
+                   "pooling": [model.pooling]}[train_layers]
+        return [parameter for module in modules for parameter in module.parameters()]
 
     def train(self, mode: bool = True) -> "DistillMOSClipRegressor":
         super().train(mode)
@@ -218,7 +237,11 @@ class DistillMOSClipRegressor(nn.Module):
         mean = torch.zeros(clips, dtype=scores.dtype, device=scores.device).index_add(0, window_clip, scores) / counts
         mos_min, mos_max = self.mos_range
         mos = mos_min + (mos_max - mos_min) * mean
-        loss = F.mse_loss(mos, labels.to(mos.dtype)) if labels is not None else None
+        loss = None
+        if labels is not None and self.loss == "window":
+            loss = F.mse_loss(mos_min + (mos_max - mos_min) * scores, labels.to(mos.dtype)[window_clip])
+        elif labels is not None:
+            loss = F.mse_loss(mos, labels.to(mos.dtype))
         return ClipRegressionOutput(loss=loss, mos=mos)
 
 
