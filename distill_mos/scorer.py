@@ -17,7 +17,7 @@ from feature_extraction_distillmos import SILENT_MESSAGE as SILENT
 from feature_extraction_distillmos import DistillMOSFeatureExtractor
 from modeling_distillmos import DistillMOSModel
 
-from .audio import AudioFileError, DecodedAudio, load_audio
+from .audio import AudioFileError, load_resampled
 
 # Where the model will be published on the Hub; used when no local copy is found.
 DEFAULT_HUB_ID = "distill-mos/distill-mos-v7"
@@ -243,7 +243,7 @@ class DistillMOSScorer:
 
     def score_arrays(self, waveforms: Sequence, sampling_rates: int | Sequence[int]) -> list[Score]:
         """Scores several clips; `sampling_rates` is one rate (an int, in Hz) for all, or a sequence of one per clip."""
-        if isinstance(sampling_rates, (int, np.integer)) and not isinstance(sampling_rates, bool):
+        if isinstance(sampling_rates, (int, float, np.integer, np.floating)) and not isinstance(sampling_rates, bool):
             sampling_rates = [sampling_rates] * len(waveforms)
         if isinstance(sampling_rates, (str, bytes)) or not isinstance(sampling_rates, Sequence | np.ndarray):
             raise ValueError(
@@ -269,17 +269,16 @@ class DistillMOSScorer:
         """
         result = FileScore(path=str(path))
         try:
-            decoded: DecodedAudio = load_audio(path, channel, max_seconds)
+            # decoded and resampled block by block: memory bounded whatever the length (long audio spills to disk)
+            decoded = load_resampled(path, channel, max_seconds, target_rate=self.sampling_rate)
             result.duration, result.sampling_rate, result.channels = (
                 decoded.duration,
                 decoded.sampling_rate,
                 decoded.channels,
             )
-            waveform = self.prepare(decoded.waveform, decoded.sampling_rate, name="audio")
-            # decoded.warning: very short, or far shorter than the header says (wording in distill_mos.audio)
-            notes = ([f"audio {SILENT}"] if not waveform.any() else []) + ([decoded.warning] if decoded.warning else [])
-            result.warning = "; ".join(notes) or None
-            return _Prepared(result, waveform)
+            # silent, very short, far shorter than the header says, ... (wording in distill_mos.audio)
+            result.warning = decoded.warning
+            return _Prepared(result, decoded.waveform)
         except AudioFileError as error:
             result.error = error.reason
         except ValueError as error:
