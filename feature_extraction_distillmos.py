@@ -179,6 +179,26 @@ def check_sampling_rate(sampling_rate) -> int:
     return int(sampling_rate)
 
 
+# What makes a clip's score less trustworthy, said after the clip's name ("the clip is very short ..."); files get
+# the same sentences from distill_mos.audio (which this Hub file cannot import).
+SHORT_SECONDS, WINDOW_SECONDS = 1.0, 7.68
+
+
+def clip_warnings(waveform: np.ndarray, sampling_rate: int) -> list[str]:
+    """Warnings for a float32 (samples,) clip: very short (under 1 s), or constant (a DC level, not speech)."""
+    notes = []
+    duration = waveform.shape[0] / sampling_rate
+    if duration < SHORT_SECONDS:
+        notes.append(
+            f"is very short ({duration:.2f} s); the model scores {WINDOW_SECONDS:g} s windows, so this score is less "
+            "reliable"
+        )
+    low, high = float(waveform.min()), float(waveform.max())
+    if low == high != 0.0:
+        notes.append(f"is constant (every sample is {low:.3g}): a DC level, not speech, so its score says nothing")
+    return notes
+
+
 def to_float_waveform(clip, name: str = "the clip") -> np.ndarray:
     """
     Converts one mono clip (numpy array, torch tensor or list of numbers; float, or integer PCM) to a float32 numpy
@@ -280,7 +300,10 @@ class DistillMOSFeatureExtractor(SequenceFeatureExtractor):
                 f"{name} is at {sampling_rate} Hz but the model expects {self.sampling_rate} Hz and resampling is "
                 "off (resample=False)."
             )
-        return resample(to_float_waveform(clip, name), sampling_rate, self.sampling_rate, name)
+        waveform = to_float_waveform(clip, name)
+        for message in clip_warnings(waveform, sampling_rate):
+            warnings.warn(f"{name} {message}", UserWarning, stacklevel=3)
+        return resample(waveform, sampling_rate, self.sampling_rate, name)
 
     def __call__(
         self,

@@ -140,7 +140,7 @@ class _Stream:
 def _open_soundfile(source: Path | io.BytesIO, max_seconds: float | None = None) -> _Stream:
     import soundfile
 
-    handle = soundfile.SoundFile(source if isinstance(source, io.BytesIO) else str(source))
+    handle = soundfile.SoundFile(source if isinstance(source, io.BytesIO) else _native_name(source))
     rate = int(handle.samplerate)
     known = 0 < handle.frames < _UNKNOWN_FRAMES  # else the header does not say (libsndfile reports 2**63 - 1)
     limit = None if max_seconds is None or rate <= 0 else int(max_seconds * rate)
@@ -166,7 +166,12 @@ def _open_soundfile(source: Path | io.BytesIO, max_seconds: float | None = None)
 def _open_ffmpeg(source: Path | io.BytesIO, max_seconds: float | None = None) -> _Stream:
     from torchcodec.decoders import AudioDecoder
 
-    decoder = AudioDecoder(source.getvalue() if isinstance(source, io.BytesIO) else str(source))
+    if isinstance(source, io.BytesIO):
+        decoder = AudioDecoder(source.getvalue())
+    elif _is_utf8(str(source)):
+        decoder = AudioDecoder(str(source))
+    else:  # FFmpeg takes names as UTF-8 only: give it the opened file instead (closed when the decoder goes)
+        decoder = AudioDecoder(open(source, "rb"))  # noqa: SIM115
     rate, channels = int(decoder.metadata.sample_rate), int(decoder.metadata.num_channels)
     declared = getattr(decoder.metadata, "duration_seconds_from_header", None)
 
@@ -193,6 +198,19 @@ def _open_ffmpeg(source: Path | io.BytesIO, max_seconds: float | None = None) ->
             start = end
 
     return _Stream(rate, channels, float(declared) if declared else None, False, blocks())
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a POSIX name with bytes that are not UTF-8 (surrogates after os.fsdecode)
+        return False
+    return True
+
+
+def _native_name(path: Path) -> str | bytes:
+    """`path` as libsndfile can open it: the str, or its bytes on POSIX when the name is not UTF-8."""
+    return str(path) if _is_utf8(str(path)) or os.name != "posix" else os.fsencode(path)
 
 
 class _SpillBuffer:
@@ -502,7 +520,7 @@ def load_audio(path: str | Path, channel: str | int = "first", max_seconds: floa
         AudioFileError: the file is missing, empty, not audio, holds no samples, has a rate under 4 kHz, or runs past
             `max_seconds`; the message names the file.
     """
-    path = Path(path)
+    path = Path(os.fsdecode(path))
     check_readable_file(path)
 
     return _decode(path, path, channel, path.suffix.lower() in SOUNDFILE_SUFFIXES, max_seconds)
@@ -525,6 +543,8 @@ def check_readable_file(path: str | Path) -> None:
             raise AudioFileError(path, "no such file") from None
         if error.errno == errno.ENOTDIR:
             raise AudioFileError(path, "no such file (a part of the path is not a folder)") from None
+        if error.errno == errno.EACCES:
+            raise AudioFileError(path, "permission denied (a folder on its path may not be searched)") from None
         raise AudioFileError(path, f"cannot be opened ({error.strerror or error})") from None
     if stat.S_ISDIR(info.st_mode):
         raise AudioFileError(path, "is a directory, not an audio file")
@@ -612,7 +632,7 @@ def load_resampled(
         AudioFileError: as `load_audio`, and for what the scorer refuses (NaN samples, a rate that cannot be
             resampled at a sane cost); the message names the file.
     """
-    path = Path(path)
+    path = Path(os.fsdecode(path))
     check_readable_file(path)
     return _decode_resampled(
         path, path, channel, path.suffix.lower() in SOUNDFILE_SUFFIXES, max_seconds, target_rate, spill_seconds

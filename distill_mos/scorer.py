@@ -291,15 +291,17 @@ class DistillMOSScorer:
         self,
         paths: Iterable[str | Path],
         channel: str | int = "first",
+        max_seconds: float | None = None,
     ) -> Iterator[FileScore]:
         """
         Scores files in input order, `batch_size` at a time, decoding the next batch in a background thread while the
         model scores the current one. A bad file yields a `FileScore` with `error` set; the others are still scored.
+        `max_seconds` refuses longer files while decoding (see `prepare_file`).
         """
         groups = _chunks(iter(paths), self.batch_size)
 
         def prepare_group(group):
-            return [self.prepare_file(path, channel) for path in group]
+            return [self.prepare_file(path, channel, max_seconds) for path in group]
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="distill-mos-decode") as pool:
             group = next(groups, None)
