@@ -164,7 +164,8 @@ def check_sampling_rate(sampling_rate) -> int:
         )
     if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, float, np.integer, np.floating)):
         raise ValueError(f"sampling_rate must be a number of samples per second, got {sampling_rate!r}.")
-    if not np.isfinite(sampling_rate) or sampling_rate <= 0 or int(sampling_rate) != sampling_rate:
+    finite = math.isfinite(sampling_rate)  # math: numpy cannot take a Python int past 64 bits (2**64)
+    if not finite or sampling_rate <= 0 or int(sampling_rate) != sampling_rate:
         raise ValueError(f"sampling_rate must be a positive whole number of Hz, got {sampling_rate!r}.")
     if sampling_rate < MIN_SAMPLING_RATE:
         raise ValueError(

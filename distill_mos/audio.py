@@ -537,14 +537,14 @@ def check_readable_file(path: str | Path) -> None:
     except OSError as error:
         if error.errno == errno.ELOOP:
             raise AudioFileError(path, "symbolic link loop (the link points back at itself)") from None
+        if error.errno == errno.EACCES:  # before looking at the link itself, which would be refused the same way
+            raise AudioFileError(path, "permission denied (a folder on its path may not be searched)") from None
         if path.is_symlink():
             raise AudioFileError(path, f"broken symbolic link (its target {os.readlink(path)} does not exist)") from None
         if error.errno == errno.ENOENT:
             raise AudioFileError(path, "no such file") from None
         if error.errno == errno.ENOTDIR:
             raise AudioFileError(path, "no such file (a part of the path is not a folder)") from None
-        if error.errno == errno.EACCES:
-            raise AudioFileError(path, "permission denied (a folder on its path may not be searched)") from None
         raise AudioFileError(path, f"cannot be opened ({error.strerror or error})") from None
     if stat.S_ISDIR(info.st_mode):
         raise AudioFileError(path, "is a directory, not an audio file")
@@ -620,11 +620,11 @@ def load_resampled(
     channel: str | int = "first",
     max_seconds: float | None = None,
     target_rate: int = 16000,
-    spill_seconds: float = SPILL_SECONDS,
+    spill_seconds: float | None = None,
 ) -> ResampledAudio:
     """
     Decodes an audio file and resamples it to `target_rate` block by block, in memory bounded by a block (plus the
-    16 kHz result up to `spill_seconds`, beyond which it goes to a spill file): any length of audio can be scored.
+    16 kHz result up to `spill_seconds` (default `SPILL_SECONDS`), beyond which it goes to a spill file): any length of audio can be scored.
     The samples equal `resample(load_audio(path).waveform, rate, target_rate)` (the same torchaudio kernel; see
     `feature_extraction_distillmos.StreamingResampler`).
 
@@ -645,7 +645,7 @@ def decode_bytes_resampled(
     channel: str | int = "first",
     max_seconds: float | None = None,
     target_rate: int = 16000,
-    spill_seconds: float = SPILL_SECONDS,
+    spill_seconds: float | None = None,
 ) -> ResampledAudio:
     """Like `load_resampled`, for an encoded file held in memory (e.g. an undecoded 🤗 datasets `Audio` value)."""
     if not data:
@@ -658,9 +658,11 @@ def decode_bytes_resampled(
 
 
 def _decode_resampled(
-    source, name, channel, soundfile_first: bool, max_seconds, target_rate: int, spill_seconds: float
+    source, name, channel, soundfile_first: bool, max_seconds, target_rate: int, spill_seconds: float | None
 ) -> ResampledAudio:
     from feature_extraction_distillmos import StreamingResampler  # torch: only when scoring
+
+    spill_seconds = SPILL_SECONDS if spill_seconds is None else spill_seconds
 
     def consume(stream: _Stream):
         _check_channel(name, channel, stream.channels)
