@@ -5,6 +5,7 @@ arrays and datasets' audio values, registered in `config.json` under `custom_pip
 """
 
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -46,9 +47,11 @@ def _features(feature_extractor, waveform, sampling_rate) -> tuple[torch.Tensor,
     return features["input_values"], "; ".join(notes) or None
 
 
-def _is_single(inputs) -> bool:
-    """One input (a path, array, dict or decoder) rather than a list, dataset or generator of them."""
-    return isinstance(inputs, (str, dict, np.ndarray, torch.Tensor)) or hasattr(inputs, "get_all_samples")
+def _is_many(inputs) -> bool:
+    """A list, tuple, iterator (generator) or dataset of inputs, which the pipeline scores one by one."""
+    return isinstance(inputs, (list, tuple, Iterator, torch.utils.data.Dataset)) or type(inputs).__name__ in (
+        "Dataset", "IterableDataset"
+    )
 
 
 class DistillMOSPipeline(Pipeline):
@@ -77,7 +80,7 @@ class DistillMOSPipeline(Pipeline):
         others' results: its output has `mos` None and the reason (naming the file) in `error`. A single bad input
         raises a ValueError instead (pass `errors="record"` to get the output with `error` set).
         """
-        if not _is_single(inputs):
+        if _is_many(inputs):
             kwargs.setdefault("errors", "record")
         return super().__call__(inputs, *args, **kwargs)
 
