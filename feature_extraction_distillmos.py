@@ -24,6 +24,9 @@ _PCM_SCALE = {np.dtype(np.int8): 2.0**7, np.dtype(np.int16): 2.0**15, np.dtype(n
 # (8-384 kHz, 11.025 / 22.05 / 44.1 / 88.2 kHz included) costs at most ~0.3 M kernel values and ~500 taps a sample.
 MAX_RESAMPLING_KERNEL = 2_000_000  # float32 values: 8 MB, plus torchaudio's float64 temporaries while building it
 MAX_RESAMPLING_TAPS = 4_000  # multiply-adds per output sample
+# Rates outside these bounds are damage or a mistake: no speech is recorded under 4 kHz (a 1 Hz header would make
+# 32 KB a 16,000 s clip), and WAV, FLAC and the other formats store a rate in 32 bits at most.
+MIN_SAMPLING_RATE, MAX_SAMPLING_RATE = 4000, 2**31 - 1
 MAX_RESAMPLING_WORK = 10**12  # multiply-adds for the whole clip: ~37 h of 44.1 kHz audio, minutes of CPU
 
 
@@ -80,12 +83,76 @@ def resample(waveform: np.ndarray, orig_freq: int, new_freq: int, name: str = "t
     with torch.inference_mode():
         resampled = _resampler(orig_freq, new_freq)(torch.from_numpy(waveform)[None])[0].numpy()
     if not np.isfinite(resampled).all():
-        peak = float(np.abs(waveform).max())
-        raise ValueError(
-            f"{name} overflowed while resampling from {orig_freq} Hz to {new_freq} Hz: its samples reach {peak:.3g}, "
-            "far outside [-1, 1] (float audio must be scaled to [-1, 1]); rescale it."
-        )
+        raise ValueError(_overflow_message(name, float(np.abs(waveform).max()), orig_freq, new_freq))
     return resampled
+
+
+class StreamingResampler:
+    """
+    `resample` applied block by block: push (samples,) float32 blocks of one clip in order, then `finish()`; the
+    outputs, concatenated, are what `resample` gives for the whole clip at once (the same torchaudio kernel on the
+    same zero-padded signal, output frame by output frame), with memory bounded by the block size, not the clip's.
+
+    torchaudio resamples by a strided convolution: output frame `j` (`new / gcd` samples) reads the input samples
+    `[j * orig - width, j * orig + orig + width)` of the signal padded with `width` zeros on the left and
+    `width + orig` on the right. So a frame is computed as soon as its last input sample is in, and `orig + 2 * width`
+    samples of context are all that is kept between blocks.
+    """
+
+    def __init__(self, orig_freq: int, new_freq: int, name: str = "the clip"):
+        self.orig_freq, self.new_freq, self.name = orig_freq, new_freq, name
+        self.length, self.peak, self.emitted = 0, 0.0, 0
+        if orig_freq == new_freq:
+            return
+        _check_resampling_cost(orig_freq, new_freq, 0)
+        transform = _resampler(orig_freq, new_freq)
+        self.kernel, self.width = transform.kernel, transform.width
+        self.stride = orig_freq // transform.gcd  # input samples per output frame
+        self.frame = new_freq // transform.gcd  # output samples per frame
+        self.pending = torch.zeros(self.width)  # the left padding, then inputs not yet consumed by a whole frame
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """Resamples the next (samples,) float32 block; returns the output samples now complete (maybe none)."""
+        self.length += block.shape[0]
+        if block.shape[0]:
+            self.peak = max(self.peak, float(np.abs(block).max()))
+        if self.orig_freq == self.new_freq:
+            return block
+        _check_resampling_cost(self.orig_freq, self.new_freq, self.length)
+        self.pending = torch.cat([self.pending, torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))])
+        return self._frames()
+
+    def finish(self) -> np.ndarray:
+        """The last output samples (the right padding's frames), cut to torchaudio's length for the whole clip."""
+        if self.orig_freq == self.new_freq:
+            return np.zeros(0, np.float32)
+        self.pending = torch.cat([self.pending, torch.zeros(self.width + self.stride)])
+        out = self._frames()
+        # torchaudio's own expression (float32 rounding of long clips' lengths included)
+        target = int(torch.ceil(torch.as_tensor(self.frame * self.length / self.stride)).long())
+        return out[: max(0, target - (self.emitted - out.shape[0]))]
+
+    def _frames(self) -> np.ndarray:
+        taps = self.kernel.shape[-1]
+        count = (self.pending.shape[0] - taps) // self.stride + 1 if self.pending.shape[0] >= taps else 0
+        if count == 0:
+            return np.zeros(0, np.float32)
+        with torch.inference_mode():
+            used = self.pending[: (count - 1) * self.stride + taps]
+            out = torch.nn.functional.conv1d(used[None, None], self.kernel, stride=self.stride)
+            out = out.transpose(1, 2).reshape(-1).numpy()
+        self.pending = self.pending[count * self.stride :].clone()  # drop the consumed samples' storage
+        self.emitted += out.shape[0]
+        if not np.isfinite(out).all():
+            raise ValueError(_overflow_message(self.name, self.peak, self.orig_freq, self.new_freq))
+        return out
+
+
+def _overflow_message(name: str, peak: float, orig_freq: int, new_freq: int) -> str:
+    return (
+        f"{name} overflowed while resampling from {orig_freq} Hz to {new_freq} Hz: its samples reach {peak:.3g}, "
+        "far outside [-1, 1] (float audio must be scaled to [-1, 1]); rescale it."
+    )
 
 
 def check_sampling_rate(sampling_rate) -> int:
@@ -97,9 +164,40 @@ def check_sampling_rate(sampling_rate) -> int:
         )
     if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, float, np.integer, np.floating)):
         raise ValueError(f"sampling_rate must be a number of samples per second, got {sampling_rate!r}.")
-    if not np.isfinite(sampling_rate) or sampling_rate <= 0 or int(sampling_rate) != sampling_rate:
+    finite = math.isfinite(sampling_rate)  # math: numpy cannot take a Python int past 64 bits (2**64)
+    if not finite or sampling_rate <= 0 or int(sampling_rate) != sampling_rate:
         raise ValueError(f"sampling_rate must be a positive whole number of Hz, got {sampling_rate!r}.")
+    if sampling_rate < MIN_SAMPLING_RATE:
+        raise ValueError(
+            f"a sampling rate of {int(sampling_rate)} Hz is below {MIN_SAMPLING_RATE} Hz, which no speech recording "
+            "uses; refused rather than resampled into a much longer clip (pass the rate the audio was recorded at)."
+        )
+    if sampling_rate > MAX_SAMPLING_RATE:
+        raise ValueError(
+            f"a sampling rate of {int(sampling_rate)} Hz is above {MAX_SAMPLING_RATE} Hz, the largest any audio format "
+            "stores; pass the rate the audio was recorded at."
+        )
     return int(sampling_rate)
+
+
+# What makes a clip's score less trustworthy, said after the clip's name ("the clip is very short ..."); files get
+# the same sentences from distill_mos.audio (which this Hub file cannot import).
+SHORT_SECONDS, WINDOW_SECONDS = 1.0, 7.68
+
+
+def clip_warnings(waveform: np.ndarray, sampling_rate: int) -> list[str]:
+    """Warnings for a float32 (samples,) clip: very short (under 1 s), or constant (a DC level, not speech)."""
+    notes = []
+    duration = waveform.shape[0] / sampling_rate
+    if duration < SHORT_SECONDS:
+        notes.append(
+            f"is very short ({duration:.2f} s); the model scores {WINDOW_SECONDS:g} s windows, so this score is less "
+            "reliable"
+        )
+    low, high = float(waveform.min()), float(waveform.max())
+    if low == high != 0.0:
+        notes.append(f"is constant (every sample is {low:.3g}): a DC level, not speech, so its score says nothing")
+    return notes
 
 
 def to_float_waveform(clip, name: str = "the clip") -> np.ndarray:
@@ -203,7 +301,10 @@ class DistillMOSFeatureExtractor(SequenceFeatureExtractor):
                 f"{name} is at {sampling_rate} Hz but the model expects {self.sampling_rate} Hz and resampling is "
                 "off (resample=False)."
             )
-        return resample(to_float_waveform(clip, name), sampling_rate, self.sampling_rate, name)
+        waveform = to_float_waveform(clip, name)
+        for message in clip_warnings(waveform, sampling_rate):
+            warnings.warn(f"{name} {message}", UserWarning, stacklevel=3)
+        return resample(waveform, sampling_rate, self.sampling_rate, name)
 
     def __call__(
         self,

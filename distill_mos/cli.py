@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .audio import AUDIO_SUFFIXES
+from .cells import neutralise_cell, neutralise_row, printable_path
 from .columns import CHECK_COLUMNS, COLUMNS, DTYPE_CHOICES, INTERVAL_COLUMNS, WINDOW_COLUMNS
 from .provenance import check_model_location, read_sidecar, rename_sidecar, resume_conflict, write_sidecar
 from .results import FileScore, file_row, from_file_row
@@ -101,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="input checks: add speech_share (Silero VAD), loudness_lufs (ITU-R BS.1770), clipped_share and "
              "bandwidth_hz columns, and a warning where one says the score means little (pip install "
              "'distill-mos-hf[checks]')",
+    )
+    parser.add_argument(
+        "--safe-csv", action="store_true",
+        help="CSV for spreadsheets: a cell starting with = + - @ or a tab or carriage return (e.g. a file named "
+             "'=cmd|...') gets a leading ' so that it is shown as text, never run as a formula (OWASP). Off by default: "
+             "it changes such file names in the output. Give it again with --resume",
+    )
+    parser.add_argument(
+        "--max-duration", type=float, default=None, metavar="SECONDS",
+        help="refuse audio longer than SECONDS (an error row, found while decoding, before it is all read); "
+             "default: no limit (any length is scored in bounded memory)",
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=8, help="files per model call (default: 8)")
@@ -195,22 +207,32 @@ def collect_files(
     """
     problems = {} if problems is None else problems
     if file_list is not None:
-        folders = [p for p in inputs if p.is_dir()]
+        folders = [p for p in inputs if _is_dir(p)]
         if len(inputs) > 1 or (inputs and not folders):
             raise ValueError("with --file-list, give at most one input, the folder the listed paths are relative to")
         base = folders[0] if folders else None
         return [str(base / entry) if base and not Path(entry).is_absolute() else entry for entry in _read_file_list(file_list)]
     files = []
     for item in inputs:
-        if item.is_dir():
+        if _is_dir(item):
             found = _scan_folder(item, recursive, problems)
-            if not found:
-                raise ValueError(f"{item}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found"
-                                 + ("" if recursive else "; use -r to search subfolders"))
+            if not found:  # an error row for the empty folder: the other inputs are still scored
+                problems[str(item)] = (f"folder holds no audio files ({', '.join(sorted(AUDIO_SUFFIXES))})"
+                                       + ("" if recursive else "; use -r to search subfolders"))
+                found = [str(item)]
             files.extend(found)
-        else:  # a missing file is reported as that file's error, not as a usage error
+        else:  # a missing or unreachable file is reported as that file's error, not as a usage error
             files.append(str(item))
     return files
+
+
+def _is_dir(path: Path) -> bool:
+    """`path.is_dir()`, False (the scorer then says why it cannot be opened) where it cannot even be looked at: a
+    folder on the way may not be searched (Python 3.11's `is_dir` raises PermissionError there)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _parse_channel(value: str) -> str | int:
@@ -231,8 +253,8 @@ def _parse_channel(value: str) -> str | int:
 class _Writer:
     """Writes rows as they come (CSV or JSON Lines), flushed one by one, so an interrupted run keeps what it scored."""
 
-    def __init__(self, handle, fmt: str, windows: bool, header: bool = True, extra_columns=()):
-        self.handle, self.fmt = handle, fmt
+    def __init__(self, handle, fmt: str, windows: bool, header: bool = True, extra_columns=(), safe_csv: bool = False):
+        self.handle, self.fmt, self.safe_csv = handle, fmt, safe_csv
         if fmt == "csv":
             fieldnames = COLUMNS + (WINDOW_COLUMNS if windows else []) + list(extra_columns)
             self.csv = csv.DictWriter(handle, fieldnames=fieldnames)
@@ -243,10 +265,13 @@ class _Writer:
         if self.fmt == "jsonl":
             self.handle.write(json.dumps(row) + "\n")
         else:
-            self.csv.writerow({
-                k: ";".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v) for k, v in row.items()
-            })
+            self.csv.writerow(self.cells(row))
         self.handle.flush()
+
+    def cells(self, row: dict) -> dict:
+        """A row as its CSV cells are written (lists joined by ";", formulas neutralised with --safe-csv)."""
+        cells = {k: ";".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v) for k, v in row.items()}
+        return neutralise_row(cells) if self.safe_csv else cells
 
 
 def _is_special(path: Path) -> bool:
@@ -270,6 +295,8 @@ def read_done_rows(path: Path, fmt: str, windows: bool, extra_columns=()) -> lis
     """
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
+    if fmt == "csv":  # a newline inside a quoted field (a file name may hold one) is not a record's end
+        end = _complete_csv_records(data[:end])
     if end < len(data):  # a row cut short: drop it
         with open(path, "r+b") as handle:
             handle.truncate(end)
@@ -296,13 +323,34 @@ def read_done_rows(path: Path, fmt: str, windows: bool, extra_columns=()) -> lis
     return rows
 
 
-def _remaining(files: list[str], done_rows: list[dict]) -> list[str]:
-    """The inputs without a row yet (a file listed twice needs two rows, as in an uninterrupted run)."""
+def _complete_csv_records(data: bytes) -> int:
+    """
+    The length of the complete CSV records at the start of `data` (which ends with a newline): a process killed
+    inside a quoted field that holds a newline leaves an open quote, which Python's csv module, reading strictly,
+    reports at the end of the data; everything from the start of that record on is cut.
+    """
+    lines = io.StringIO(data.decode("utf-8", errors="surrogateescape"), newline="").readlines()
+    reader = csv.reader(iter(lines), strict=True)
+    complete = 0  # physical lines holding whole records
+    try:
+        for _ in reader:
+            complete = reader.line_num
+    except csv.Error:
+        pass
+    return len("".join(lines[:complete]).encode("utf-8", errors="surrogateescape"))
+
+
+def _remaining(files: list[str], done_rows: list[dict], written_name=printable_path) -> list[str]:
+    """
+    The inputs without a row yet (a file listed twice needs two rows, as in an uninterrupted run). `written_name`
+    gives an input's `file` cell as the output holds it (a name that is not UTF-8 escaped, --safe-csv's quote).
+    """
     done = Counter(row["file"] for row in done_rows)
     remaining = []
     for file in files:
-        if done[file] > 0:
-            done[file] -= 1
+        name = written_name(file)
+        if done[name] > 0:
+            done[name] -= 1
         else:
             remaining.append(file)
     return remaining
@@ -448,11 +496,11 @@ def extra_columns(model: str | None, checks: bool) -> list[str]:
     return (INTERVAL_COLUMNS if calibrated else []) + (CHECK_COLUMNS if checks else [])
 
 
-def _score_local(scorer, files: list[str], problems: dict[str, str], channel) -> Iterator:
+def _score_local(scorer, files: list[str], problems: dict[str, str], channel, max_seconds=None) -> Iterator:
     from .scorer import Item
 
     items = (Item.failed(file, problems[file]) if file in problems else Item.file(file) for file in files)
-    return scorer.score_items(items, channel)
+    return scorer.score_items(items, channel, max_seconds)
 
 
 def _unopenable(files: list[str]) -> dict[str, str]:
@@ -529,6 +577,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--ray-actors must be at least 1, got {args.ray_actors}")
         if args.ray_actors is not None and ray_address is None:
             raise UsageError("--ray-actors needs --ray")
+        if args.max_duration is not None and not args.max_duration > 0:
+            raise UsageError(f"--max-duration must be a positive number of seconds, got {args.max_duration}")
+        if ray_address and args.max_duration is not None:
+            raise UsageError("--max-duration is not supported with --ray yet; score without --ray")
         if ray_address and (args.backend != "torch" or args.onnx_path or args.half):
             raise UsageError(
                 "--ray scores with the torch backend in each actor: drop --backend onnx, --onnx-path and --half "
@@ -557,7 +609,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         return usage_error(f"{args.output}: {error.strerror or error}")
 
-    remaining = _remaining(files, output.done_rows)
+    safe_csv = args.safe_csv and fmt == "csv"
+    remaining = _remaining(
+        files, output.done_rows, lambda file: neutralise_cell(printable_path(file)) if safe_csv else printable_path(file)
+    )
     failures = sum(bool(row.get("error")) for row in output.done_rows)
     if args.resume and output.done_rows and not args.quiet:
         print(f"distill-mos: resuming: {len(files) - len(remaining)} of {len(files)} file(s) already scored",
@@ -583,9 +638,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             scorer = _load_scorer(args)
             output.start(scorer.provenance)  # OUTPUT.partial.provenance.json; refuses a mismatched --resume
-            results = _score_local(scorer, remaining, problems, channel)
+            results = _score_local(scorer, remaining, problems, channel, args.max_duration)
         handle = output.open()
-        writer = _Writer(handle, fmt, args.windows, header=output.needs_header(), extra_columns=extra)
+        writer = _Writer(handle, fmt, args.windows, header=output.needs_header(), extra_columns=extra, safe_csv=safe_csv)
         if len(remaining) >= PROGRESS_MIN_FILES and not (args.no_progress or args.quiet):
             from tqdm import tqdm
 
@@ -594,9 +649,9 @@ def main(argv: list[str] | None = None) -> int:
         for result in results:
             failures += result.error is not None
             if not args.quiet and result.error:
-                say(f"error: {result.path}: {result.error}")
+                say(f"error: {printable_path(result.path)}: {result.error}")
             if not args.quiet and result.warning:
-                say(f"warning: {result.path}: {result.warning}")
+                say(f"warning: {printable_path(result.path)}: {result.warning}")
             writer.write(file_row(result, args.windows, extra))
             written += 1
             if progress:

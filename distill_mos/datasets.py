@@ -23,10 +23,24 @@ def example_waveform(audio, channel: str | int = "first") -> tuple[np.ndarray, i
     exactly as the command line tool decodes files), datasets 5's torchcodec `AudioDecoder` (all channels decoded,
     then `channel` picked) and `{"array", "sampling_rate"}` dicts (a 2-D array is read as (channels, samples)).
     """
+    if audio is None:
+        raise ValueError("the row has no audio (its audio value is None)")
     if hasattr(audio, "get_all_samples"):
         samples = audio.get_all_samples()
         data, sampling_rate = samples.data.numpy(), int(samples.sample_rate)
+    elif not isinstance(audio, dict):
+        raise ValueError(
+            f"the audio value is a {type(audio).__name__}; expected a dict with 'array' and 'sampling_rate', or "
+            "'path' / 'bytes' (an Audio column), or a decoder"
+        )
     elif "array" in audio:
+        if audio.get("sampling_rate") is None:
+            raise ValueError(
+                "the audio value has an 'array' but no 'sampling_rate' (a streamed dict must carry the rate its "
+                "samples were recorded at)"
+            )
+        if audio["array"] is None:
+            raise ValueError("the row has no audio (its 'array' is None)")
         data, sampling_rate = np.asarray(audio["array"]), audio["sampling_rate"]
     elif audio.get("bytes"):
         decoded = decode_bytes(audio["bytes"], name=audio.get("path") or "audio bytes", channel=channel)

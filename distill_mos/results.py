@@ -7,6 +7,7 @@ not score, and `Item`, the inputs of `DistillMOSScorer.score_items`.
 import os
 from dataclasses import dataclass, field
 
+from .cells import printable_path
 from .checks import InputChecks
 from .columns import CHECK_COLUMNS, INTERVAL_COLUMNS, WINDOW_COLUMNS
 
@@ -105,7 +106,8 @@ def file_row(result: FileScore, windows: bool = False, extra_columns=()) -> dict
     `INTERVAL_COLUMNS` and `CHECK_COLUMNS`), rounded as it writes them.
     """
     row = {
-        "file": result.path,
+        # a name that is not UTF-8 as \\xNN (see distill_mos.cells)
+        "file": None if result.path is None else printable_path(result.path),
         "mos": None if result.mos is None else round(result.mos, 6),
         "duration_s": None if result.duration is None else round(result.duration, 4),
         "sampling_rate": result.sampling_rate,

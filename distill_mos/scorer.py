@@ -14,7 +14,17 @@ from feature_extraction_distillmos import SILENT_MESSAGE as SILENT
 from feature_extraction_distillmos import DistillMOSFeatureExtractor
 from modeling_distillmos import DistillMOSModel
 
-from .audio import SILENT_WARNING, AudioFileError, DecodedAudio, decode_bytes, load_audio
+from .audio import (
+    SILENT_WARNING,
+    AudioFileError,
+    DecodedAudio,
+    ResampledAudio,
+    decode_bytes,
+    decode_bytes_resampled,
+    join_warnings,
+    load_audio,
+    load_resampled,
+)
 from .calibration import MOSInterval
 from .checks import check_audio, require_checks
 from .provenance import DEFAULT_HUB_ID, Provenance, check_model_location, find_model_location, of_scorer  # noqa: F401
@@ -224,7 +234,7 @@ class DistillMOSScorer:
 
     def score_arrays(self, waveforms: Sequence, sampling_rates: int | Sequence[int]) -> list[Score]:
         """Scores several clips; `sampling_rates` is one rate (an int, in Hz) for all, or a sequence of one per clip."""
-        if isinstance(sampling_rates, (int, np.integer)) and not isinstance(sampling_rates, bool):
+        if isinstance(sampling_rates, (int, float, np.integer, np.floating)) and not isinstance(sampling_rates, bool):
             sampling_rates = [sampling_rates] * len(waveforms)
         if isinstance(sampling_rates, (str, bytes)) or not isinstance(sampling_rates, Sequence | np.ndarray):
             raise ValueError(
@@ -257,11 +267,18 @@ class DistillMOSScorer:
             if item.kind == "failed":
                 result.error = item.value
                 return _Prepared(result)
-            if item.kind == "file":
-                return self._from_decoded(result, load_audio(item.value, channel, max_seconds))
-            if item.kind == "bytes":
-                decoded = decode_bytes(item.value, name=item.name or "audio bytes", channel=channel, max_seconds=max_seconds)
+            if item.kind in ("file", "bytes") and self.checks:
+                # the checks read the audio at its own rate (its bandwidth, not the resampler's): decoded whole
+                decoded = (load_audio(item.value, channel, max_seconds) if item.kind == "file" else
+                           decode_bytes(item.value, name=item.name or "audio bytes", channel=channel, max_seconds=max_seconds))
                 return self._from_decoded(result, decoded)
+            if item.kind == "file":
+                # decoded and resampled block by block: memory bounded whatever the length (long audio spills to disk)
+                return self._from_resampled(result, load_resampled(item.value, channel, max_seconds, self.sampling_rate))
+            if item.kind == "bytes":
+                name = item.name or "audio bytes"
+                resampled = decode_bytes_resampled(item.value, name, channel, max_seconds, self.sampling_rate)
+                return self._from_resampled(result, resampled)
             if item.kind == "array":
                 return self._from_samples(result, item.value, item.sampling_rate, channels=1)
             if item.kind == "audio":
@@ -283,15 +300,22 @@ class DistillMOSScorer:
         waveform = self.prepare(decoded.waveform, decoded.sampling_rate, name="audio")
         # decoded.warning: very short, or far shorter than the header says (wording in distill_mos.audio)
         notes = ([SILENT_WARNING] if not waveform.any() else []) + ([decoded.warning] if decoded.warning else [])
-        result.warning = "; ".join(notes + self._check(result, decoded.waveform, decoded.sampling_rate, waveform)) or None
+        result.warning = join_warnings(*notes, *self._check(result, decoded.waveform, decoded.sampling_rate, waveform))
         return _Prepared(result, waveform)
+
+    def _from_resampled(self, result: FileScore, resampled: ResampledAudio) -> _Prepared:
+        result.duration, result.sampling_rate, result.channels = (
+            resampled.duration, resampled.sampling_rate, resampled.channels
+        )
+        result.warning = resampled.warning  # silent, very short, truncated, ... (wording in distill_mos.audio)
+        return _Prepared(result, resampled.waveform)
 
     def _from_samples(self, result: FileScore, samples, sampling_rate, channels: int | None) -> _Prepared:
         waveform = self.prepare(samples, sampling_rate, name="audio")
         result.sampling_rate, result.channels = int(sampling_rate), channels
         result.duration = len(samples) / sampling_rate
         notes = [] if waveform.any() else [SILENT_WARNING]
-        result.warning = "; ".join(notes + self._check(result, samples, sampling_rate, waveform)) or None
+        result.warning = join_warnings(*notes, *self._check(result, samples, sampling_rate, waveform))
         return _Prepared(result, waveform)
 
     def _check(self, result: FileScore, samples, sampling_rate: int, waveform: np.ndarray) -> list[str]:
@@ -332,9 +356,11 @@ class DistillMOSScorer:
                 p.result.window_scores, p.result.window_start_times = outcome.window_scores, outcome.window_start_times
         return [p.result for p in batch]
 
-    def score_files(self, paths: Iterable[str | Path], channel: str | int = "first") -> Iterator[FileScore]:
+    def score_files(
+        self, paths: Iterable[str | Path], channel: str | int = "first", max_seconds: float | None = None
+    ) -> Iterator[FileScore]:
         """`score_items` of files: one `FileScore` per path, in order; a bad file gets its `error`."""
-        return self.score_items((Item.file(path) for path in paths), channel)
+        return self.score_items((Item.file(path) for path in paths), channel, max_seconds)
 
 
 def _length_batches(lengths: Sequence[int], batch_size: int, max_padded_samples: int) -> list[list[int]]:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from distill_mos import FileScore
+from distill_mos.cells import neutralise_row
 from scoring import Example
 from settings import WINDOW_SECONDS
 
@@ -206,10 +207,13 @@ def new_download_path(name: str, folder: Path = CSV_DIR) -> Path:
 
 
 def write_csv(rows: list[dict], columns: list[str], name: str, folder: Path = CSV_DIR) -> str:
-    """Writes `rows` to a new file `name` (see `new_download_path`); returns its path."""
+    """
+    Writes `rows` to a new file `name` (see `new_download_path`); returns its path. Uploads are anyone's files: a cell
+    a spreadsheet would run as a formula (a file named "=cmd|..."), gets a leading ' (OWASP's CSV injection advice).
+    """
     path = new_download_path(name, folder)
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(neutralise_row(row) for row in rows)
     return str(path)

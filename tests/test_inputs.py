@@ -74,7 +74,7 @@ def test_numpy_inputs_and_attention_mask(feature_extractor, model):
     assert torch.equal(mixed, expected) and torch.equal(both, expected)
 
 
-@pytest.mark.parametrize("rates", ["16000", 16000.0, None, b"16000"])
+@pytest.mark.parametrize("rates", ["16000", None, b"16000"])
 def test_score_arrays_rejects_a_rate_that_is_not_an_int_or_a_list(scorer, rates):
     with pytest.raises(ValueError, match="sampling_rates must be one int \\(Hz\\) for all clips or a list of ints"):
         scorer.score_arrays([np.zeros(16000, dtype=np.float32)], rates)

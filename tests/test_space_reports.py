@@ -79,3 +79,15 @@ def test_checks_are_on_by_default_in_the_space(monkeypatch):
     assert settings.scorer_kwargs()["checks"] is True
     monkeypatch.setenv("DISTILL_MOS_CHECKS", "0")
     assert settings.scorer_kwargs()["checks"] is False
+
+
+def test_the_csv_download_neutralises_formula_file_names(scorer, tmp_path):
+    """Issue 23 point 6: an upload named like a formula is written so that a spreadsheet shows it as text."""
+    import csv
+
+    named = tmp_path / "=cmd|' -C calc'!A0.wav"
+    shutil.copy(MFALL / "dir3" / "opus.wav", named)
+    _, _, csv_path = handlers(scorer).score_many([str(named)])
+    with open(csv_path, newline="") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert row["file"] == "'=cmd|' -C calc'!A0.wav" and float(row["mos"]) > 1
