@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 # Columns of `score_files_with_ray` rows: the command line tool's (cli imports no torch).
+from .cells import printable_path
 from .columns import COLUMNS as FILE_COLUMNS
 from .columns import CHECK_COLUMNS, INTERVAL_COLUMNS, WINDOW_COLUMNS
 
@@ -52,7 +53,19 @@ def init_ray(address: str | None = None, **init_kwargs) -> bool:
     if address is None:
         init_kwargs.setdefault("include_dashboard", False)
         init_kwargs.setdefault("_node_ip_address", "127.0.0.1")  # one machine: nothing listens beyond loopback
-    ray.init(address="local" if address is None else address, **init_kwargs)
+    # Ray sends the driver's command line (read from /proc, not sys.argv) to the cluster as UTF-8: an argument that
+    # is not (a file named with bytes \xff\xfe) refuses the connection. Ray has no option for it, so its entry-point
+    # name is given as the outputs write such names (\xNN) while it connects.
+    from ray._private import utils as ray_utils
+
+    entrypoint = getattr(ray_utils, "get_entrypoint_name", None)
+    if entrypoint is not None:
+        ray_utils.get_entrypoint_name = lambda: printable_path(entrypoint())
+    try:
+        ray.init(address="local" if address is None else address, **init_kwargs)
+    finally:
+        if entrypoint is not None:
+            ray_utils.get_entrypoint_name = entrypoint
     from ray.data import DataContext
 
     DataContext.get_current().print_on_execution_start = False
@@ -169,6 +182,9 @@ class DistillMOSPredictor:
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_pydict({k: list(v) for k, v in batch.items()})
         kind = self._input_column(table.column_names)
         values = table.column(kind).to_pylist()
+        if kind == "file" and "file_bytes" in table.column_names:  # the exact name (files_dataset)
+            values = [os.fsdecode(name) for name in table.column("file_bytes").to_pylist()]
+            table = table.drop_columns(["file_bytes"])
         rates = table.column("sampling_rate").to_pylist() if kind == "array" else [None] * len(values)
         items = [self._item(kind, value, rate) for value, rate in zip(values, rates)]
         columns = result_columns(
@@ -235,10 +251,13 @@ def files_dataset(files: Sequence[str | os.PathLike], num_blocks: int | None = N
     """A Ray dataset of `{"file": path}` rows, split into enough blocks to keep every actor busy."""
     import ray
 
-    files = [str(f) for f in files]
+    files = [os.fsdecode(f) for f in files]
     if num_blocks is None:
         num_blocks = max(1, min(len(files), 4 * int(ray.cluster_resources().get("CPU", 1))))
-    return ray.data.from_items([{"file": f} for f in files], override_num_blocks=num_blocks)
+    # Arrow strings are UTF-8: a name that is not (bytes \xff\xfe) travels as its bytes in `file_bytes`, and `file`
+    # holds it as the command line tool writes it (\xNN, see distill_mos.cells).
+    rows = [{"file": printable_path(f), "file_bytes": os.fsencode(f)} for f in files]
+    return ray.data.from_items(rows, override_num_blocks=num_blocks)
 
 
 def score_files_with_ray(

@@ -7,6 +7,7 @@ Parquet. Few files and at most two actors, so that the module finishes in a minu
 import csv
 import faulthandler
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ ray = require_module("ray", "the ray extra (in the test extra)")
 require_module("ray.data", "the ray extra (in the test extra)")
 pa = require_module("pyarrow", "needed by ray.data (in the test extra)")
 
+from distill_mos.cells import printable_path  # noqa: E402
 from distill_mos.cli import main  # noqa: E402
 from distill_mos.ray import DistillMOSPredictor, init_ray, score_files_with_ray, score_with_ray  # noqa: E402
 
@@ -58,7 +60,9 @@ def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("ray_inputs")
     corrupt = folder / "corrupt.wav"
     corrupt.write_text("not audio\n" * 50)
-    return [GOOD[0], str(corrupt), GOOD[1], str(folder / "missing.wav"), GOOD[2], GOOD[3]]
+    odd = folder / os.fsdecode(b"odd \xff\xfe.wav")  # not UTF-8: Arrow strings cannot hold the name as it is
+    shutil.copy(GOOD[1], odd)
+    return [GOOD[0], str(corrupt), GOOD[1], str(odd), str(folder / "missing.wav"), GOOD[2], GOOD[3]]
 
 
 @pytest.fixture(scope="module")
@@ -140,12 +144,13 @@ def test_a_dataset_scored_to_parquet_and_csv(local_ray, files, local_rows, tmp_p
     datasets = require_module("datasets")
     import pyarrow.parquet as pq
 
-    dataset = datasets.Dataset.from_dict({"audio": files, "file": files}).cast_column("audio", datasets.Audio())
+    utf8 = [f for f in files if f.isprintable() and f == printable_path(f)]  # a datasets string column is UTF-8
+    dataset = datasets.Dataset.from_dict({"audio": utf8, "file": utf8}).cast_column("audio", datasets.Audio())
     table = pq.read_table(score_with_ray(dataset, tmp_path / "scores.parquet", num_actors=1))
     assert table.column_names == ["file", "mos", "mos_error", "mos_warning"]  # the audio is not copied
     assert table.schema.field("mos").type == pa.float64() and table.schema.field("mos_error").type == pa.string()
     by_file = {r["file"]: r for r in local_rows}
-    assert table.column("file").to_pylist() == files
+    assert table.column("file").to_pylist() == utf8
     for row in table.to_pylist():
         reference = by_file[row["file"]]
         if reference["error"]:
@@ -153,8 +158,8 @@ def test_a_dataset_scored_to_parquet_and_csv(local_ray, files, local_rows, tmp_p
         else:
             assert row["mos"] == pytest.approx(float(reference["mos"]), abs=1e-5) and row["mos_error"] is None
 
-    out = score_with_ray(files, tmp_path / "scores.csv", num_actors=1)
-    assert [r["file"] for r in read_csv(out)] == files
+    out = score_with_ray(files, tmp_path / "scores.csv", num_actors=1)  # the name that is not UTF-8 as \xNN
+    assert [r["file"] for r in read_csv(out)] == [printable_path(f) for f in files]
 
 
 def test_predictor_reads_arrays_bytes_and_paths_and_declares_types(scorer, tmp_path):
