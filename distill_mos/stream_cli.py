@@ -149,7 +149,12 @@ def _emit(record: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if "-h" in argv or "--help" in argv:  # `distill-mos --stream --help`: argparse would take --help for SOURCE
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
     if not args.hop > 0 or not args.timeout > 0:
         print("distill-mos --stream: --hop and --timeout must be positive numbers of seconds", file=sys.stderr)
         return EXIT_USAGE

@@ -106,3 +106,10 @@ def test_sigint_and_a_closed_pipe_end_cleanly():
         timeout=180, cwd=ROOT,
     )
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 1 and b"Traceback" not in done.stderr
+
+
+def test_stream_help_answers_with_the_usage(capsys):
+    from distill_mos.cli import dispatch
+
+    assert dispatch(["--stream", "--help"]) == 0  # not "--stream: expected one argument"
+    assert capsys.readouterr().out.startswith("usage: distill-mos --stream")
