@@ -86,13 +86,6 @@ def _check_workers_can_reload(scorer, settings: dict) -> None:
         )
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def _scorer_settings(scorer) -> dict:
     """
     What a worker process needs to load the same scorer itself (a model cannot cross a fork onto a GPU). `weights`
@@ -141,6 +134,7 @@ class _MOSMapper:
     def _load(self, rank: int | None):
         import torch
 
+        from .engine import cpu_count
         from .scorer import DistillMOSScorer
 
         settings = dict(self.settings)
@@ -151,7 +145,7 @@ class _MOSMapper:
             device = f"cuda:{(rank or 0) % torch.cuda.device_count()}"
         elif device == "auto":
             device = "cpu"
-        torch.set_num_threads(self.num_threads or max(1, _cpu_count() // max(1, self.num_proc)))
+        torch.set_num_threads(self.num_threads or max(1, cpu_count() // max(1, self.num_proc)))
         return DistillMOSScorer.from_pretrained(settings.pop("location"), device=device, **settings)
 
     def __call__(self, batch: dict, rank: int | None = None) -> dict:

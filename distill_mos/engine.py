@@ -100,10 +100,11 @@ class Execution:
 
     @property
     def backend(self) -> str:
-        """"onnx" when ONNX Runtime scores the windows, else "torch"."""
-        from .onnx_backend import OnnxWindowScorer
-
-        return "onnx" if isinstance(self.window_scorer, OnnxWindowScorer) else "torch"
+        """What scores the windows: "torch" (the model), "onnx" (ONNX Runtime) or "custom" (another window scorer)."""
+        if self.window_scorer is None:
+            return "torch"
+        # by name: onnxruntime stays an optional dependency, never imported to ask
+        return "onnx" if type(self.window_scorer).__name__ == "OnnxWindowScorer" else "custom"
 
     def prepare(self, model) -> None:
         """

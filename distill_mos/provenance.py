@@ -221,10 +221,7 @@ def of_scorer(scorer) -> Provenance:
     """The record of a `DistillMOSScorer` as it is set up (the scorer caches it as `scorer.provenance`)."""
     model = scorer.model
     rate = model.config.sampling_rate
-    if scorer.window_scorer is None:
-        backend = "torch"
-    else:
-        backend = "onnx" if type(scorer.window_scorer).__name__ == "OnnxWindowScorer" else "custom"
+    backend = scorer.execution.backend
     precision = "float16-autocast" if scorer.half else str(model.dtype).removeprefix("torch.")
     hop = scorer.max_window_hop
     return describe(

@@ -141,7 +141,7 @@ def test_worker_threads_and_gpu_per_rank(monkeypatch):
         return real(cls, location, device="cpu", **kwargs)
 
     monkeypatch.setattr(DistillMOSScorer, "from_pretrained", classmethod(spy))
-    monkeypatch.setattr(mos_datasets, "_cpu_count", lambda: 16)
+    monkeypatch.setattr("distill_mos.engine.cpu_count", lambda: 16)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     threads = torch.get_num_threads()
