@@ -260,10 +260,12 @@ class DistillMOSScorer:
     def prepare_item(self, item: Item, channel: str | int = "first", max_seconds: float | None = None) -> _Prepared:
         """
         Decodes and validates one input; never raises for bad input, records the reason instead. `max_seconds`
-        refuses longer audio of files and encoded bytes during decoding (see `load_audio`).
+        refuses longer audio of files, encoded bytes and undecoded datasets values during decoding (see
+        `load_audio`).
         """
         result = FileScore(path=item.name)
         try:
+            item = _undecoded(item)  # after the result took the item's name
             if item.kind == "failed":
                 result.error = item.value
                 return _Prepared(result)
@@ -361,6 +363,23 @@ class DistillMOSScorer:
     ) -> Iterator[FileScore]:
         """`score_items` of files: one `FileScore` per path, in order; a bad file gets its `error`."""
         return self.score_items((Item.file(path) for path in paths), channel, max_seconds)
+
+
+def _undecoded(item: Item) -> Item:
+    """
+    An undecoded 🤗 datasets Audio value (`{"bytes", "path"}` or `{"path"}`, as `Audio(decode=False)` gives) as the
+    encoded bytes (named by its path, whose suffix picks the decoder) or the file it holds, so that it takes their
+    block decoder: memory bounded whatever the length, where decoding it whole at its own rate would not be. Any
+    other item as it is (arrays, decoders and values without bytes or path go to `example_waveform`).
+    """
+    value = item.value
+    if item.kind != "audio" or not isinstance(value, dict) or "array" in value:
+        return item
+    if value.get("bytes"):
+        return Item.encoded(value["bytes"], value.get("path") or None)
+    if value.get("path"):
+        return Item.file(value["path"])
+    return item
 
 
 def _length_batches(lengths: Sequence[int], batch_size: int, max_padded_samples: int) -> list[list[int]]:

@@ -91,6 +91,25 @@ def test_streaming_dataset_gives_the_same_columns_and_scores(scorer, expected, c
         add_mos_column(audio_dataset(files).to_iterable_dataset(), scorer=scorer, num_proc=2)
 
 
+def test_undecoded_bytes_values_take_the_block_decoder_and_a_bad_one_costs_only_itself(
+    scorer, expected, corrupt, monkeypatch
+):
+    """Issue 23: `{"bytes", "path"}` rows (Audio(decode=False)) are decoded block by block, as files are, not whole."""
+    from distill_mos import datasets as mos_datasets
+
+    whole = []
+    monkeypatch.setattr(mos_datasets, "decode_bytes", lambda *a, **k: whole.append(a) or pytest.fail("decoded whole"))
+    monkeypatch.setattr(mos_datasets, "load_audio", lambda *a, **k: whole.append(a) or pytest.fail("decoded whole"))
+    files = [GOOD[0], corrupt, GOOD[1], GOOD[2]]
+    values = [{"bytes": open(f, "rb").read(), "path": f} for f in files[:3]] + [{"bytes": None, "path": files[3]}]
+    dataset = datasets.Dataset.from_dict({"audio": values, "file": files})
+    dataset = dataset.cast_column("audio", datasets.Audio(decode=False))
+    scored = add_mos_column(dataset, scorer=scorer, batch_size=4)  # the bad row in the middle of one batch
+    check(scored, files, expected)
+    assert scored["mos_error"][1].startswith("not a readable audio file")
+    assert whole == []
+
+
 def test_num_proc_after_the_parent_ran_torch_multithreaded(expected, corrupt, tmp_path):
     """
     Forked workers used to hang in their first OpenMP region when the parent had run torch on several threads.

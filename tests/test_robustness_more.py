@@ -19,6 +19,7 @@ from distill_mos import audio
 from distill_mos.audio import load_audio, load_resampled
 from distill_mos.cells import FORMULA_PREFIXES, neutralise_cell, original_path, printable_path
 from distill_mos.cli import main
+from distill_mos.results import Item
 from feature_extraction_distillmos import StreamingResampler, resample
 
 DIR3 = GENSPEECH / "audio/LPCNet_listening_test/mfall/dir3"
@@ -76,6 +77,39 @@ def test_long_audio_spills_to_disk_and_scores_as_the_original(scorer, original_m
     assert results[1].duration == pytest.approx(12.0) and results[1].sampling_rate == 48000
     assert abs(results[1].mos - original_file_score(original_model, path)) <= 1e-4
     assert abs(results[1].mos - scorer.score_array(in_memory.waveform, 48000).mos) <= 1e-5
+
+
+def test_undecoded_dataset_values_take_the_block_decoder(scorer, tmp_path, monkeypatch):
+    """
+    `{"bytes", "path"}` and `{"path"}` values (what `Audio(decode=False)`, `add_mos_column` and Ray pass on) are read
+    as the encoded bytes or the file they hold: block by block into a spill file, never whole at their own rate.
+    """
+    from distill_mos import datasets
+
+    path = tmp_path / "long.flac"
+    soundfile.write(path, speech_at(48000, 12.0), 48000, subtype="PCM_24")
+    data = path.read_bytes()
+    whole = []
+    monkeypatch.setattr(datasets, "decode_bytes", lambda *a, **k: whole.append(a) or pytest.fail("decoded whole"))
+    monkeypatch.setattr(datasets, "load_audio", lambda *a, **k: whole.append(a) or pytest.fail("decoded whole"))
+    monkeypatch.setattr(audio, "SPILL_SECONDS", 2.0)
+    for value in ({"bytes": data, "path": "long.flac"}, {"bytes": None, "path": str(path)}):
+        prepared = scorer.prepare_item(Item.audio(value))
+        assert prepared.result.error is None and isinstance(prepared.waveform, np.memmap)  # spilled: the block decoder
+        assert prepared.result.channels == 1 and prepared.result.sampling_rate == 48000
+    items = [
+        Item.audio({"bytes": data, "path": "long.flac"}),
+        Item.audio({"bytes": b"not audio at all", "path": "bad.wav"}),  # bad, in the middle of the batch
+        Item.audio({"path": str(path)}),
+    ]
+    results = list(scorer.score_items(items))
+    assert [r.path for r in results] == ["long.flac", "bad.wav", str(path)]
+    assert results[1].mos is None and results[1].error.startswith("not a readable audio file")
+    (encoded,) = scorer.score_items([Item.encoded(data, "long.flac")])
+    for result in (results[0], results[2]):
+        assert result.error is None and result.mos == pytest.approx(encoded.mos, abs=1e-6)
+        assert result.window_scores == pytest.approx(encoded.window_scores, abs=1e-6)
+    assert whole == []
 
 
 def test_ffmpeg_decodes_in_blocks_exactly(tmp_path, monkeypatch):
