@@ -2,7 +2,7 @@
 
 import importlib
 
-from .audio import AUDIO_SUFFIXES, AudioFileError, DecodedAudio, load_audio
+from .audio import AUDIO_SUFFIXES, AudioFileError, AudioTooLongError, DecodedAudio, load_audio
 
 # torch and transformers load on first use of these names, so that `distill-mos --help` answers at once.
 _LAZY = {name: ".scorer" for name in ("DistillMOSScorer", "default_model_location")}
@@ -12,6 +12,7 @@ _LAZY["StreamScorer"] = ".stream"
 __all__ = [
     "AUDIO_SUFFIXES",
     "AudioFileError",
+    "AudioTooLongError",
     "DecodedAudio",
     "DistillMOSScorer",
     "FileScore",

@@ -55,6 +55,14 @@ class AudioFileError(ValueError):
         super().__init__(f"{path}: {reason}")
 
 
+class AudioTooLongError(AudioFileError):
+    """Audio that runs past `max_seconds` (the caller's limit, not a fault of the file); found while decoding."""
+
+    def __init__(self, path: str | Path, max_seconds: float):
+        self.max_seconds = max_seconds
+        super().__init__(path, f"audio is longer than {max_seconds:g} s, the limit here")
+
+
 @dataclass
 class DecodedAudio:
     """
@@ -91,8 +99,6 @@ def select_channel(samples: np.ndarray, channel: str | int = "first") -> np.ndar
     return samples[index]
 
 
-# How `load_audio(max_seconds=...)` begins its refusal, for callers that word it their own way (the Space).
-TOO_LONG_PREFIX = "audio is longer than"
 # No speech recording is sampled this slowly: a lower rate in a header is damage or forgery, and resampling it to
 # 16 kHz would turn a few KB into hours of audio (a 1 Hz header makes 32 KB a 16,000 s clip). The feature extractor
 # (a Hub file, which cannot import this package) refuses the same rates in arrays.
@@ -112,10 +118,11 @@ class _Verdict(Exception):
 
 
 class _TooLong(_Verdict):
-    """The audio runs past `max_seconds`."""
+    """The audio runs past `max_seconds` (the decoders do not know the input's name: `_open` gives the public error)."""
 
     def __init__(self, max_seconds: float):
-        super().__init__(f"{TOO_LONG_PREFIX} {max_seconds:g} s, the limit here")
+        super().__init__(max_seconds)
+        self.max_seconds = max_seconds
 
 
 def low_rate_message(rate: int) -> str:
@@ -495,6 +502,8 @@ def _open(source: Path | io.BytesIO, name, soundfile_first: bool, max_seconds: f
             if 0 < stream.rate < MIN_SAMPLING_RATE:
                 raise _Verdict(low_rate_message(stream.rate))
             return stream, consume(stream)
+        except _TooLong as error:
+            raise AudioTooLongError(name, error.max_seconds) from None
         except _Verdict as error:
             raise AudioFileError(name, str(error)) from None
         except Exception as error:  # noqa: BLE001 - each decoder has its own exception types
@@ -517,8 +526,9 @@ def load_audio(path: str | Path, channel: str | int = "first", max_seconds: floa
     and a few KB of FLAC can hold hours of silence); None decodes whatever length there is.
 
     Raises:
-        AudioFileError: the file is missing, empty, not audio, holds no samples, has a rate under 4 kHz, or runs past
-            `max_seconds`; the message names the file.
+        AudioFileError: the file is missing, empty, not audio, holds no samples, or has a rate under 4 kHz; the
+            message names the file.
+        AudioTooLongError: (an AudioFileError) the audio runs past `max_seconds`.
     """
     path = Path(os.fsdecode(path))
     check_readable_file(path)

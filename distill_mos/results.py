@@ -40,7 +40,9 @@ class FileScore:
     """
     The outcome for one input (a file, encoded bytes, an array or a 🤗 datasets audio value): a score, or `error`
     (then `mos` is None). `path` names the input when it has a name. `error_type` is set when the network, not the
-    input, failed (e.g. "OutOfMemoryError"), so that a caller can word it without parsing `error`.
+    input, failed (e.g. "OutOfMemoryError"), so that a caller can word it without parsing `error`; `too_long` when
+    the input was refused for running past the caller's `max_seconds` (its limit, not a fault of the file).
+    Neither is an output column (`file_row`): `error` says both in words.
     """
 
     path: str | None
@@ -56,6 +58,7 @@ class FileScore:
     mos_low: float | None = None
     mos_high: float | None = None
     checks: InputChecks | None = None
+    too_long: bool = False
 
     @property
     def ok(self) -> bool:

@@ -17,6 +17,7 @@ from modeling_distillmos import DistillMOSModel
 from .audio import (
     SILENT_WARNING,
     AudioFileError,
+    AudioTooLongError,
     DecodedAudio,
     ResampledAudio,
     decode_bytes,
@@ -261,7 +262,7 @@ class DistillMOSScorer:
         """
         Decodes and validates one input; never raises for bad input, records the reason instead. `max_seconds`
         refuses longer audio of files, encoded bytes and undecoded datasets values during decoding (see
-        `load_audio`).
+        `load_audio`); such a result has `too_long` set.
         """
         result = FileScore(path=item.name)
         try:
@@ -290,7 +291,7 @@ class DistillMOSScorer:
                 return self._from_samples(result, waveform, sampling_rate, channels=None)
             raise ValueError(f"unknown input kind {item.kind!r}")
         except AudioFileError as error:  # the result names its input already: keep the reason
-            result.error = error.reason
+            result.error, result.too_long = error.reason, isinstance(error, AudioTooLongError)
         except ValueError as error:
             result.error = str(error)
         except Exception as error:  # noqa: BLE001 - whatever a decoder or resampler raises stays this input's problem

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill_mos import DistillMOSScorer, FileScore
-from distill_mos.audio import TOO_LONG_PREFIX
 from distill_mos.results import Item
 from settings import Limits, format_seconds
 
@@ -187,10 +186,10 @@ class SpaceScorer:
             if result.error_type:  # the network failed: the type only, internals stay in the server's log
                 logger.warning("%s", result.error)
                 result.error = f"scoring failed ({result.error_type}); please try again or a shorter clip"
+            elif result.too_long:  # the decoder stopped at the limit: in the Space's words
+                result.error = self._too_long(None)
             elif result.error:  # the decoder names the server's temporary path: show the file's own name instead
                 result.error = result.error.replace(str(path), Path(path).name)
-                if result.error.startswith(TOO_LONG_PREFIX):  # stopped while decoding, in our words
-                    result.error = self._too_long(None)
         return results
 
     def score_path(self, path: str) -> FileScore:

@@ -112,6 +112,35 @@ def test_undecoded_dataset_values_take_the_block_decoder(scorer, tmp_path, monke
     assert whole == []
 
 
+def test_the_length_limit_is_a_typed_refusal(scorer, tmp_path):
+    """`max_seconds` refuses with an `AudioTooLongError` and a result with `too_long`, for every encoded input."""
+    import subprocess
+
+    from distill_mos.audio import AudioTooLongError
+
+    # FLAC written to a pipe: its header states no length, so the decoder finds it too long while counting
+    flac = subprocess.run(["ffmpeg", "-loglevel", "error", "-i", str(GOOD), "-f", "flac", "-"],
+                          capture_output=True, check=True).stdout
+    nolength = tmp_path / "nolength.flac"
+    nolength.write_bytes(flac)
+    assert audio.probe_duration(nolength) is None
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_text("not audio")
+    items = [
+        Item.file(GOOD), Item.file(nolength), Item.encoded(flac, "x.flac"), Item.file(corrupt),
+        Item.audio({"bytes": GOOD.read_bytes(), "path": "y.wav"}), Item.audio({"path": str(nolength)}),
+        Item.array(np.zeros(16000 * 8, np.float32), 16000),  # arrays are in memory already: no limit to apply
+    ]
+    results = list(scorer.score_items(items, max_seconds=5))
+    assert [r.too_long for r in results] == [True, True, True, False, True, True, False]
+    assert {r.error for r in results if r.too_long} == {"audio is longer than 5 s, the limit here"}
+    assert results[3].error.startswith("not a readable audio file") and results[6].mos is not None
+    assert not any(r.too_long for r in scorer.score_items(items[:3], max_seconds=8))
+    with pytest.raises(AudioTooLongError, match=f"^{nolength}: audio is longer than 5 s") as raised:
+        load_audio(nolength, max_seconds=5)
+    assert raised.value.max_seconds == 5 and raised.value.path == str(nolength)
+
+
 def test_ffmpeg_decodes_in_blocks_exactly(tmp_path, monkeypatch):
     path = tmp_path / "speech.opus"
     soundfile.write(path, speech_at(48000, 9.0), 48000, format="OGG", subtype="OPUS")

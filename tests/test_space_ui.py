@@ -215,6 +215,7 @@ def test_the_duration_limit_holds_while_decoding_audio_whose_header_gives_no_len
     path.write_bytes(flac)
     assert scoring.probe_duration(path) is None and len(flac) < 200_000  # ~115 KB for 10 minutes
     (result,) = scoring.SpaceScorer(scorer, settings.Limits(max_seconds=60), []).score_paths([str(path)])
+    assert result.too_long  # typed: the Space words the refusal from this field, not from the library's text
     assert result.mos is None and result.error == (
         "audio is too long (over 60 s); this Space scores clips up to 60 s. Cut it, or use the distill-mos command "
         "line tool, which has no limit"
