@@ -136,11 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     except (CalibrationError, OSError) as error:
         print(f"distill-mos calibrate: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    empirical = "n/a" if interval.empirical_coverage is None else f"{interval.empirical_coverage:.1%}"
     print(
-        f"interval: score ± {interval.half_width:.3f} MOS, nominal coverage {interval.coverage:.0%}, measured "
-        f"{empirical} on held-out groups ({interval.folds} grouped folds), from {interval.size} rated clips in "
-        f"{interval.groups} groups ({interval.data})\nwritten to {args.output_dir}: distill-mos FILES --model "
+        f"interval: {interval.summary()}\nwritten to {args.output_dir}: distill-mos FILES --model "
         f"{args.output_dir} gives mos_low and mos_high"
     )
     return EXIT_OK

@@ -66,6 +66,13 @@ class MOSInterval:
     def to_config(self) -> dict:
         return asdict(self)
 
+    def summary(self) -> str:
+        """One line: half-width, nominal and measured coverage, folds, clips, groups and data."""
+        empirical = "n/a" if self.empirical_coverage is None else f"{self.empirical_coverage:.1%}"
+        return (f"score ± {self.half_width:.3f} MOS, nominal coverage {self.coverage:.0%}, measured {empirical} on "
+                f"held-out groups ({self.folds} grouped folds), from {self.size} rated clips in {self.groups} groups "
+                f"({self.data})")
+
     @classmethod
     def from_config(cls, config) -> "MOSInterval | None":
         """The interval a model config (or its dict) carries, or None for an uncalibrated model."""
@@ -108,7 +115,11 @@ def grouped_coverage(residuals, groups, coverage: float, folds: int = 5) -> tupl
         raise CalibrationError("the labels hold one group only: coverage on unseen stimuli cannot be measured")
     inside = np.zeros(len(residuals), dtype=bool)
     for train, test in GroupKFold(n_splits=folds).split(residuals, groups=groups):
-        inside[test] = residuals[test] <= conformal_half_width(residuals[train], coverage)
+        try:
+            inside[test] = residuals[test] <= conformal_half_width(residuals[train], coverage)
+        except CalibrationError as error:  # say that the clips counted are one fold's calibration part, not all
+            raise CalibrationError(f"measuring coverage on held-out groups ({folds} grouped folds), one fold's "
+                                   f"calibration part: {error}") from None
     return float(inside.mean()), folds
 
 

@@ -9,9 +9,12 @@ bench/finetune_benchmark.py's job). Training uses the real model (cached convolu
 steps) to stay fast on 2 CPU cores.
 """
 
+import contextlib
 import copy
 import csv
+import io
 import json
+import math
 import random
 from pathlib import Path
 
@@ -379,6 +382,9 @@ def test_cli_reports_bad_usage_without_a_traceback(tmp_path, capsys):
     status = finetune_main(["--labels", str(GENSPEECH / "labels.csv"), "--output-dir", str(tmp_path),
                             "--group-column", "no_such_column", "--quiet"])
     assert status == 2 and "no column 'no_such_column'" in capsys.readouterr().err
+    status = finetune_main(["--labels", str(GENSPEECH / "labels.csv"), "--output-dir", str(tmp_path), "--cv", "2",
+                            "--coverage", "90", "--quiet"])
+    assert status == 2 and "--coverage must be between 0 and 1 (e.g. 0.9), got 90" in capsys.readouterr().err
 
 
 def test_saved_model_is_a_complete_repository_that_scores_as_in_memory(tmp_path, monkeypatch, capsys):
@@ -481,6 +487,120 @@ def test_model_card_quotes_the_cross_validated_figures_beside_the_released_model
     no_cv = model_card(base_model="x", data_name="d", n_clips=3, n_train=3, n_validation=0, label_range=None,
                        settings={}, cv_results=None)
     assert "Not cross-validated" in no_cv
+
+
+# --- the score interval of --cv, and the model trained after it carries it ---------------------------------------
+
+QUICK = ["--steps", "2", "--batch-size", "4", "--validation-fraction", "0", "--learning-rate", "3e-4", "--quiet"]
+
+
+def _run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """finetune_main(argv): (status, stdout, stderr); for module fixtures, where capsys is not available."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = finetune_main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def interval_runs(tmp_path_factory):
+    """
+    All 16 bundled clips as 0..100 ratings (3 groups): `--cv 3 --coverage 0.8`, then the run without --cv into the
+    same folder with the same options. Returns (folder, cv stdout, cv stderr).
+    """
+    folder = tmp_path_factory.mktemp("interval")
+    mushra = [{**r, "mos": (r["mos"] - 1) * 25} for r in rated_rows()]
+    common = ["--labels", str(write_csv(folder / "labels.csv", mushra)), "--output-dir", str(folder / "run"),
+              "--group-column", "group", "--label-range", "0", "100", *QUICK]
+    status, out, err = _run_cli([*common, "--cv", "3", "--coverage", "0.8"])
+    assert status == 0, err
+    status, _, final_err = _run_cli(common)
+    assert status == 0 and "no score interval" not in final_err, final_err
+    return folder / "run", out, err
+
+
+def test_cv_writes_the_split_conformal_interval_of_its_out_of_fold_residuals(interval_runs):
+    from distill_mos.calibration import grouped_coverage
+
+    run, out, _ = interval_runs
+    results = json.loads((run / "results.json").read_text())
+    interval = results["interval"]
+    with open(run / "cv_predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    # by hand: the labels (0..100) on 1..5, against the out-of-fold scores; the ceil((n + 1) x 0.8)-th smallest |r|
+    residuals = [abs(1 + float(r["label"]) / 25 - float(r["fine_tuned_out_of_fold"])) for r in rows]
+    rank = math.ceil((len(rows) + 1) * 0.8)
+    assert (len(rows), rank) == (16, 14)
+    assert interval["half_width"] == pytest.approx(sorted(residuals)[rank - 1], abs=1e-4)  # the CSV has 4 decimals
+    # coverage measured on held-out groups, beside the nominal 0.8
+    measured, folds = grouped_coverage(residuals, [r["group"] for r in rows], 0.8, folds=3)
+    assert interval["empirical_coverage"] == pytest.approx(measured) and folds == interval["folds"] == 3
+    assert (interval["coverage"], interval["size"], interval["groups"]) == (0.8, 16, 3)
+    assert interval["group_column"] == "group" and interval["label_range"] == [0, 100]
+    assert "out-of-fold" in interval["method"] and results["interval_error"] is None
+    assert f"interval: score ± {interval['half_width']:.3f} MOS, nominal coverage 80%" in out  # after the table
+
+
+def test_the_model_trained_after_cv_carries_its_interval_and_every_score_its_bounds(interval_runs):
+    from distill_mos import DistillMOSScorer
+    from distill_mos.calibration import MOSInterval
+    from distill_mos.finetune.interval import FINAL_METHOD
+
+    run, _, _ = interval_runs
+    cross_validated = json.loads((run / "results.json").read_text())["interval"]
+    scorer = DistillMOSScorer.from_pretrained(str(run / "model"), device="cpu")
+    assert scorer.interval == MOSInterval(**{**cross_validated, "method": FINAL_METHOD})
+    assert json.loads((run / "training.json").read_text())["interval"] == scorer.interval.to_config()
+    half_width = cross_validated["half_width"]
+    files = [r["file"] for r in rated_rows()[:3]]
+    for result in scorer.score_files(files):
+        assert (result.mos_low, result.mos_high) == pytest.approx(
+            (max(1.0, result.mos - half_width), min(5.0, result.mos + half_width)))
+    card = (run / "model" / "README.md").read_text()
+    assert "## Score interval" in card and f"score ± {half_width:.3f} MOS" in card and "jackknife+" in card
+
+
+def test_too_few_clips_give_no_interval_and_no_failure_and_a_calibrated_base_passes_none_on(tmp_path):
+    """The README's worked example: 10 files in 2 groups, 2 folds; one fold's 5 clips cannot calibrate 90%."""
+    from distill_mos import DistillMOSScorer
+    from distill_mos.calibrate_cli import write_calibrated_copy
+    from distill_mos.calibration import MOSInterval
+
+    common = ["--labels", str(GENSPEECH / "labels.csv"), "--output-dir", str(tmp_path / "run"),
+              "--group-column", "item", *QUICK]
+    status, out, err = _run_cli([*common, "--cv", "2"])
+    assert status == 0
+    assert "note: no score interval: measuring coverage on held-out groups (2 grouped folds), one fold's " \
+           "calibration part: 5 rated clips are too few for a 90% interval" in err
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["interval"] is None and "too few" in results["interval_error"]
+    assert "fine-tuned, out of fold" in out and "interval:" not in out  # the figures are still there
+
+    # fine-tuning a model calibrated on other data: the new weights do not inherit its interval
+    stale = MOSInterval(coverage=0.9, half_width=0.3, empirical_coverage=0.9, folds=5, data="other.csv", size=200,
+                        groups=20)
+    base = write_calibrated_copy(str(ROOT), None, stale, tmp_path / "calibrated")
+    status, _, err = _run_cli([*common, "--model", str(base)])
+    assert status == 0 and "note: the model carries no score interval: measuring coverage" in err
+    assert DistillMOSScorer.from_pretrained(str(tmp_path / "run" / "model"), device="cpu").interval is None
+    assert "mos_interval" not in json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert "## Score interval\n\nNone" in (tmp_path / "run" / "model" / "README.md").read_text()
+
+
+def test_the_interval_is_carried_only_by_a_model_trained_as_the_folds_were():
+    """Fold models of --steps 100 say nothing about the errors of a model trained 600 steps: no interval then."""
+    from distill_mos.finetune.interval import FINAL_METHOD, carried_interval
+
+    interval = {"coverage": 0.9, "half_width": 0.4, "empirical_coverage": 0.9, "folds": 5, "data": "t.csv",
+                "size": 100, "groups": 20, "group_column": "item", "label_range": [1.0, 5.0], "method": "cv"}
+    run = {"base_model": "m", "label_range": None, "group_column": "item",
+           "settings": {**vars(FinetuneSettings()), "steps": 100}}
+    carried, why_not = carried_interval({**run, "interval": interval}, run)
+    assert why_not is None and carried.half_width == 0.4 and carried.method == FINAL_METHOD
+    final = {**run, "settings": {**run["settings"], "steps": 600}}
+    carried, why_not = carried_interval({**run, "interval": interval}, final)
+    assert carried is None and "differs in settings" in why_not
+    assert carried_interval(None, run) == (None, None)
 
 
 # --- the defaults: optimizer steps, no validation split on small sets --------------------------------------------

@@ -28,6 +28,7 @@ from .data import (
     load_labels,
     mos_metric,
 )
+from .interval import carried_interval, cross_validated_interval
 from .training import CrossValidation, FinetuneSettings, TrainingRun, cross_validate, fit, train
 
 __all__ = [
@@ -96,11 +97,19 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def format_interval(results: dict) -> str | None:
+    """The interval line printed after the table (None when the run could not calibrate one)."""
+    from ..calibration import MOSInterval
+
+    return f"interval: {MOSInterval(**results['interval']).summary()}" if results.get("interval") else None
+
+
 def finetune(
     labels: str | Path,
     output_dir: str | Path,
     *,
     cv: int | None = None,
+    coverage: float = 0.9,
     group_column: str | None = None,
     label_range: tuple[float, float] | None = None,
     settings: FinetuneSettings | None = None,
@@ -121,15 +130,21 @@ def finetune(
     With `cv=K`, it runs grouped K-fold cross-validation (groups from `group_column`; without it every clip is its
     own group) and writes `output_dir/results.json`: `{"n", "baseline": {"pcc", "srcc", "ktau", "rmse"}, "cv": {...}}`
     (the released model's and the fine-tuned models' out-of-fold figures on the same clips; RMSE only for labels on
-    the MOS scale) and `output_dir/cv_predictions.csv`. Without `cv`, it trains on all clips (less the validation
-    share used for early stopping, by default none below `training.SMALL_SET` clips) and saves `output_dir/model/`, a complete model repository whose model card
-    quotes `output_dir/results.json` when an earlier `cv` run on the same labels wrote it.
+    the MOS scale), `"interval"`: the split-conformal score interval of the out-of-fold residuals (nominal `coverage`,
+    coverage measured on held-out groups; `calibration.MOSInterval.to_config()`, None with the reason in
+    `"interval_error"` when the clips are too few) and `output_dir/cv_predictions.csv`. Without `cv`, it trains on
+    all clips (less the validation share used for early stopping, by default none below `training.SMALL_SET` clips)
+    and saves `output_dir/model/`, a complete model repository whose model card quotes `output_dir/results.json`
+    when an earlier `cv` run on the same labels wrote it; when that run also had the same base model, label range,
+    group column and settings, the model carries its interval (config `mos_interval`), so that every score of it
+    comes with `mos_low` / `mos_high`.
 
     Rows that cannot be used (missing or unreadable file, label not a number / NaN / off the scale, no group) are
     reported in `issues` and on stderr and left out; all other rows are used.
     """
     import torch
 
+    from ..calibration import CONFIG_KEY
     from ..scorer import default_model_location, resolve_device
     from feature_extraction_distillmos import DistillMOSFeatureExtractor
     from modeling_distillmos import DistillMOSModel
@@ -146,6 +161,8 @@ def finetune(
         raise FinetuneError(f"{target} exists; choose another --output-dir or pass --overwrite.")
     if cv is not None and cv < 2:
         raise FinetuneError(f"--cv needs at least 2 folds, got {cv}.")
+    if not 0 < coverage < 1:  # checked before training, not after a long cross-validation
+        raise FinetuneError(f"--coverage must be between 0 and 1 (e.g. 0.9), got {coverage:g}.")
 
     base = str(base_model or default_model_location())
     model = DistillMOSModel.from_pretrained(base).to(resolve_device(device)).eval()
@@ -186,11 +203,19 @@ def finetune(
     if cv:
         crossval = cross_validate(model, prepared, cv, settings, verbose=verbose)
         references = [c.clip.label for c in prepared]
+        interval, why_not = cross_validated_interval(
+            prepared, crossval.predictions, coverage=coverage, folds=cv, data=labelled.name,
+            group_column=group_column, label_range=label_range or (config.mos_min, config.mos_max),
+        )
+        if interval is None:  # a small test still gets its figures
+            print(f"note: no score interval: {why_not}", file=sys.stderr)
         results = _json_safe({
             "n": len(prepared),
             "baseline": agreement(crossval.baseline, references, mos_scale),
             "cv": agreement(crossval.predictions, references, mos_scale),
             "k": cv,
+            "interval": interval.to_config() if interval else None,
+            "interval_error": why_not,
             **common,
             "folds": crossval.folds,
         })
@@ -204,6 +229,8 @@ def finetune(
                                  f"{base_score:.4f}", f"{score:.4f}"])
         if verbose:
             print(format_table(results))
+            if interval is not None:
+                print(format_interval(results))
             print(f"Wrote {results_path} and {output_dir / 'cv_predictions.csv'}")
         return FinetuneResult(results, issues, cross_validation=crossval)
 
@@ -215,15 +242,25 @@ def finetune(
             cv_results = earlier
         elif verbose:
             print(f"note: {results_path} is from other labels or rows; the model card leaves it out.", file=sys.stderr)
+    interval, why_not = carried_interval(cv_results, _json_safe(common))
+    if why_not and cv_results is not None:
+        print(f"note: the model carries no score interval: {why_not}", file=sys.stderr)
+    # Set or cleared: a base model calibrated on other data must not pass its interval on to new weights.
+    if interval is not None:
+        setattr(model.config, CONFIG_KEY, interval.to_config())
+    elif hasattr(model.config, CONFIG_KEY):
+        delattr(model.config, CONFIG_KEY)
     card = model_card(
         base_model=base, data_name=labelled.name, n_clips=len(prepared), n_train=run.n_train,
         n_validation=run.n_validation, label_range=label_range, cv_results=cv_results,
         settings={**asdict(settings), **(run.search["chosen"] if run.search else {})}, pipeline_task=_pipeline_task(),
+        interval=interval,
     )
     save_model_repository(model, feature_extractor, model_dir, card)
     summary = {key: value for key, value in asdict(run).items() if key != "log_history"}
     results = _json_safe({"n": len(prepared), **summary, **common, "model_dir": str(model_dir),
-                          "cross_validated": cv_results is not None})
+                          "cross_validated": cv_results is not None,
+                          "interval": interval.to_config() if interval else None})
     (output_dir / "training.json").write_text(json.dumps(results, indent=2) + "\n")
     if verbose:
         print(f"Training MSE {run.train_loss_before:.4f} -> {run.train_loss_after:.4f} over {run.steps_run} steps "

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from . import FinetuneError, FinetuneSettings, finetune, format_table
+from . import FinetuneError, FinetuneSettings, finetune, format_interval, format_table
 from .training import DEFAULT_STEPS, LARGE_SET_VALIDATION_FRACTION, LOSSES, SMALL_SET, TRAIN_LAYERS
 
 
@@ -19,7 +19,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CSV with 'file' (relative to the CSV) and 'mos' columns, an audiofolder (audio + "
                              "metadata.csv), a folder written by save_to_disk, or a Hub dataset id")
     parser.add_argument("--output-dir", required=True, help="folder for results.json / the model")
-    parser.add_argument("--cv", type=int, metavar="K", help="K-fold cross-validation instead of saving a model")
+    parser.add_argument("--cv", type=int, metavar="K", help="K-fold cross-validation instead of saving a model; also "
+                        "gives the score interval (split conformal on the out-of-fold residuals) that the model "
+                        "trained afterwards into the same --output-dir carries")
+    parser.add_argument("--coverage", type=float, default=0.9,
+                        help="nominal coverage of that interval (default: 0.9)")
     parser.add_argument("--group-column", help="column whose value the files of one stimulus (or talker) share: a "
                         "group is never in both the training and the test part of a fold, nor of the validation split")
     parser.add_argument("--label-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
@@ -81,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         transformers_logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
     try:
         result = finetune(
-            args.labels, args.output_dir, cv=args.cv, group_column=args.group_column,
+            args.labels, args.output_dir, cv=args.cv, coverage=args.coverage, group_column=args.group_column,
             label_range=tuple(args.label_range) if args.label_range else None, settings=settings,
             base_model=args.model, file_column=args.file_column, mos_column=args.mos_column,
             audio_column=args.audio_column, split=args.split, channel=channel, device=args.device,
@@ -90,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     except FinetuneError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.quiet and args.cv:  # the figures are the result: printed even when quiet
+    if args.quiet and args.cv:  # the figures and the interval are the result: printed even when quiet
         print(format_table(result.results))
+        if format_interval(result.results):
+            print(format_interval(result.results))
     elif args.quiet:
         print(f"Saved the model to {result.model_dir}")
     left_out = [issue for issue in result.issues if issue.level == "error"]

@@ -70,6 +70,33 @@ def _copy_remote_code_keys(source_config: Path, target_config: Path) -> None:
     target_config.write_text(json.dumps(target, indent=2, sort_keys=True) + "\n")
 
 
+def interval_section(interval, cv_results: dict | None) -> list[str]:
+    """The card's "Score interval" lines: what the carried interval (a `MOSInterval` or None) means and what not."""
+    lines = ["## Score interval", ""]
+    if interval is None:
+        return lines + ["None: scores come without `mos_low` / `mos_high`. A `--cv` run into the same folder, with "
+                        "the same options and enough clips, gives the model trained after it an interval.", ""]
+    measured = "n/a" if interval.empirical_coverage is None else f"{interval.empirical_coverage:.1%}"
+    k = cv_results["k"] if cv_results else interval.folds
+    return lines + [
+        f"Every score of this model comes with `mos_low` and `mos_high`: score ± {interval.half_width:.3f} MOS "
+        f"(clipped to 1..5), meant to hold the listeners' MOS of {interval.coverage:.0%} of clips. The half-width is "
+        f"the ceil((n + 1) x {interval.coverage:g})-th smallest absolute residual of the {interval.size} "
+        f"out-of-fold scores above ({interval.groups} groups), each from a model trained on about {k - 1}/{k} of "
+        f"the clips, without that clip's group; coverage measured on held-out groups ({interval.folds} grouped folds): "
+        f"{measured}.",
+        "",
+        "- It holds for audio like these clips, rated the same way, on average over clips; not for each clip, and "
+        "not for other languages, codecs, recording conditions or test designs.",
+        "- This model was trained on all clips, the residuals come from the fold models: the K-fold \"CV\" interval "
+        "of Barber et al., \"Predictive inference with the jackknife+\" (Annals of Statistics, 2021). It has no "
+        "distribution-free guarantee (their CV+, at least 1 - 2 x (1 - coverage), would need the fold models at "
+        "scoring time); it is close to nominal when training is stable, i.e. when the fold models score new clips "
+        "as this one does.",
+        "",
+    ]
+
+
 def _figure(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -85,10 +112,12 @@ def model_card(
     settings: dict,
     cv_results: dict | None,
     pipeline_task: str | None = None,
+    interval=None,
 ) -> str:
     """
     The fine-tuned model's README.md: base model, data (name, size), cross-validated figures (`cv_results`, the
-    content of a `--cv` run's results.json), how to use it (with `pipeline_task` when the repository has a pipeline).
+    content of a `--cv` run's results.json), the score interval the model carries (`interval`, a
+    `calibration.MOSInterval`, or None), how to use it (with `pipeline_task` when the repository has a pipeline).
     """
     scale = "MOS 1..5" if label_range is None else f"{label_range[0]:g}..{label_range[1]:g}, mapped linearly onto 1..5"
     local = Path(base_model).exists()
@@ -156,6 +185,7 @@ def model_card(
         "These figures hold for audio like the training data. A model tuned on one domain can score other kinds of "
         "audio worse than the released model: keep using the released model outside that domain.",
         "",
+        *interval_section(interval, cv_results),
         "## Use",
         "",
         "```python",
