@@ -609,16 +609,19 @@ class DistillMOSModel(DistillMOSPreTrainedModel):
             # (a chunk runs up to its longest window's audio); stable, so full windows keep their order.
             order.sort(key=lambda index: -real_samples[index])
         chunk = window_batch_size or self._window_batch_size(input_values.device)
-        normalized = []
+        # Filled chunk by chunk, allocated once: a small tensor kept per chunk would sit in the allocator's heap among
+        # the chunk's freed temporaries, so that the next chunk's no longer fit there and the heap grew by about a
+        # window's size per chunk (hundreds of MB over hours of audio). Float32, whatever precision scored the windows.
+        normalized = torch.empty(len(plan), dtype=torch.float32, device=input_values.device)
         for first in range(0, len(order), chunk):
             indices = order[first : first + chunk]
             # float32 windows whatever the input's dtype (float64 input is cast here, one chunk at a time)
             windows = torch.stack([window(*plan[i]) for i in indices]).float()
             if window_scorer is not None:
-                normalized.append(window_scorer(windows))
+                scores = window_scorer(windows)
             else:
-                normalized.append(self.score_windows(windows, [real_samples[i] for i in indices]))
-        normalized = torch.cat(normalized).float()  # aggregate in float32, whatever precision scored the windows
+                scores = self.score_windows(windows, [real_samples[i] for i in indices])
+            normalized[first : first + len(indices)] = scores
         if order != sorted(order):  # back to plan order
             normalized = normalized[torch.tensor(order, device=normalized.device).argsort()]
 
