@@ -21,8 +21,10 @@ the machine is shared, so wall time says little.
 """
 
 import argparse
+import concurrent.futures
 import csv
 import json
+import multiprocessing
 import os
 import random
 import subprocess
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +200,79 @@ def _spread(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f} ({min(values):.3f}-{max(values):.3f})"
 
 
+def _cross_validate_job(cache: str, folds: int, threads: int, job: tuple[str, int]) -> dict:
+    """One setting and seed: grouped cross-validation on the cached clips, in this process, on `threads` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from distill_mos.finetune import FinetuneSettings
+    from distill_mos.finetune.training import cross_validate
+    from modeling_distillmos import DistillMOSModel
+
+    name, seed = job
+    model = DistillMOSModel.from_pretrained(str(ROOT)).eval()
+    clips = torch.load(cache, weights_only=False)
+    targets = [c.clip.target for c in clips]
+    settings = replace(FinetuneSettings(), seed=seed, **SETTINGS[name])
+    cpu, started = time.process_time(), time.time()
+    result = cross_validate(model, clips, folds, settings, verbose=False)
+    cpu_s, wall_s = time.process_time() - cpu, time.time() - started
+    pcc, srcc = _figures(result.predictions, targets)
+    return {"seed": seed, "pcc": pcc, "srcc": srcc, "released_pcc": _figures(result.baseline, targets)[0],
+            "cpu_s": round(cpu_s, 1), "wall_s": round(wall_s, 1),
+            "optimizer_steps": sum(fold["steps_run"] for fold in result.folds),
+            "searched": [fold["search"]["chosen"] for fold in result.folds if fold.get("search")]}
+
+
+def _search_cost(args, model, clips) -> int:
+    """`fit` with `--search` on the training part of outer fold 1: the nested search's cost per outer fold."""
+    from distill_mos.finetune import FinetuneSettings
+    from distill_mos.finetune.data import grouped_folds
+    from distill_mos.finetune.training import clip_groups, fit
+
+    settings = replace(FinetuneSettings(), seed=args.seeds[0], search=True)
+    held = set(grouped_folds(clip_groups(clips), args.folds, settings.seed)[0])
+    rest = [clip for i, clip in enumerate(clips) if i not in held]
+    cpu, started = time.process_time(), time.time()
+    run = fit(model, rest, settings, verbose=False, measure_loss=False)
+    cpu_s, wall_s = time.process_time() - cpu, time.time() - started
+    inner = len(run.search["candidates"]) * run.search["inner_folds"]
+    figures = {"n": len(clips), "n_train": len(rest), "folds": args.folds, "inner_runs": inner,
+               "chosen": run.search["chosen"], "candidates": run.search["candidates"], "cpu_s": round(cpu_s, 1),
+               "wall_s": round(wall_s, 1), "whole_cv_cpu_s": round(cpu_s * args.folds, 1)}
+    print(f"--search on the {len(rest)} training files of outer fold 1 of {args.folds}: {inner} inner runs and the "
+          f"final one in {cpu_s:.0f} CPU s ({wall_s:.0f} s wall, torch threads {args.threads or 'default'}); chose "
+          f"{run.search['chosen']}. A whole --cv {args.folds} --search run: about {cpu_s * args.folds:.0f} CPU s, "
+          f"{cpu_s * args.folds / 2 / 60:.0f} min on 2 cores at one fold per core")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1) + "\n")
+    return 0
+
+
+def _cv_wall(args) -> int:
+    """The user's command, end to end, with torch's default threads: `--cv K` on the 128 files."""
+    labels_csv = build_listening_test(args.data)
+    with tempfile.TemporaryDirectory(prefix="distill-mos-cv-wall-") as out:
+        command = [sys.executable, "-m", "distill_mos.finetune", "--labels", str(labels_csv), "--group-column",
+                   "stimulus", "--cv", str(args.folds), "--output-dir", out, "--quiet"]
+        started, before = time.time(), os.times()
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        wall_s, after = time.time() - started, os.times()
+        cpu_s = (after.children_user + after.children_system) - (before.children_user + before.children_system)
+        results = json.loads((Path(out) / "results.json").read_text()) if done.returncode == 0 else {}
+    print(done.stdout.strip())
+    print(f"python -m distill_mos.finetune --cv {args.folds} on {results.get('n')} files: exit {done.returncode}, "
+          f"{wall_s:.0f} s wall ({wall_s / 60:.1f} min), {cpu_s:.0f} CPU s; out-of-fold PCC "
+          f"{results.get('cv', {}).get('pcc')}")
+    if done.returncode:
+        print(done.stderr[-2000:], file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps({"wall_s": round(wall_s, 1), "cpu_s": round(cpu_s, 1), "exit": done.returncode,
+                                         "n": results.get("n"), "cv": results.get("cv"),
+                                         "baseline": results.get("baseline")}, indent=1) + "\n")
+    return done.returncode
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", nargs="+", default=list(DEFAULT_RUN), choices=list(SETTINGS),
@@ -206,8 +282,20 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "distill-mos-finetune-bench",
                         help="where the synthetic test is written (reused when it exists)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--spread", nargs="*", default=["new defaults", "old defaults"], choices=list(SETTINGS),
+                        help="settings run with every --seeds seed (the others with the first seed only)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs side by side, each a process with --threads torch threads (default 1 run)")
+    parser.add_argument("--search-cost", action="store_true",
+                        help="instead of the table: the CPU time of --search in one outer fold (the training part of "
+                             "fold 1 of --folds), and what a whole --cv --search run costs at that rate")
+    parser.add_argument("--cv-wall", action="store_true",
+                        help="instead of the table: time the whole command `python -m distill_mos.finetune --cv "
+                             "--folds` on the test as a user runs it (decoding and features included, torch's threads)")
     parser.add_argument("--json", type=Path, help="write the figures here (bench/record_results.py)")
     args = parser.parse_args(argv)
+    if args.cv_wall:
+        return _cv_wall(args)
 
     import torch
 
@@ -215,7 +303,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     from distill_mos.finetune import FinetuneSettings, load_labels
     from distill_mos.finetune.model import prepare_clips
-    from distill_mos.finetune.training import cross_validate
+    from distill_mos.finetune.model import DistillMOSClipRegressor, predict
     from feature_extraction_distillmos import DistillMOSFeatureExtractor
     from modeling_distillmos import DistillMOSModel
 
@@ -246,39 +334,42 @@ def main(argv=None) -> int:
           f"{len({c.clip.group for c in clips})} stimuli; PESQ-derived MOS {min(targets):.2f}-{max(targets):.2f}; "
           f"features cached in {features_s:.0f} CPU s; torch threads {torch.get_num_threads()}", flush=True)
 
+    if args.search_cost:
+        return _search_cost(args, model, clips)
     figures = {"n": len(clips), "folds": args.folds, "seeds": args.seeds, "settings": {},
                "cost": {"build_cpu_s": round(built_s, 1), "features_cpu_s": round(features_s, 1)}}
-    released = None
+    released = _figures(predict(DistillMOSClipRegressor(model), clips), targets)
+    jobs = []
     for name in args.settings:
-        overrides = SETTINGS[name]
         if name == "window loss" and windows == len(clips):
             print(f"{name}: the same as the clip loss by construction (every file is one window); not run")
             figures["settings"][name] = {"same_as": "new defaults", "reason": "every file is one window"}
             continue
-        runs = []
-        for seed in args.seeds:
-            settings = replace(FinetuneSettings(), seed=seed, **overrides)
-            cpu, started = time.process_time(), time.time()
-            result = cross_validate(model, clips, args.folds, settings, verbose=False)
-            cpu_s, wall_s = time.process_time() - cpu, time.time() - started
-            if released is None:
-                released = _figures(result.baseline, targets)
-            pcc, srcc = _figures(result.predictions, targets)
-            steps = sum(fold["steps_run"] for fold in result.folds)
-            runs.append({"seed": seed, "pcc": pcc, "srcc": srcc, "released_pcc": _figures(result.baseline, targets)[0],
-                         "cpu_s": round(cpu_s, 1), "wall_s": round(wall_s, 1), "optimizer_steps": steps,
-                         "searched": [fold["search"]["chosen"] for fold in result.folds if fold.get("search")]})
-            print(f"  {name}, seed {seed}: out-of-fold PCC {pcc:.3f}, SRCC {srcc:.3f}; {steps} steps in "
-                  f"{cpu_s:.0f} CPU s ({wall_s:.0f} s wall)", flush=True)
-        figures["settings"][name] = {"overrides": overrides, "settings": asdict(replace(FinetuneSettings(),
-                                                                                          **overrides)),
-                                     "runs": runs}
+        jobs += [(name, seed) for seed in (args.seeds if name in args.spread else args.seeds[:1])]
+    # Each run is a process of its own with one torch thread: two runs side by side use two cores better than one
+    # run on two threads (no barrier waits on a shared machine), and CPU seconds stay each run's own.
+    run_job = partial(_cross_validate_job, str(cache), args.folds, args.threads or 1)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        futures = {pool.submit(run_job, job): job for job in jobs}
+        for future in concurrent.futures.as_completed(futures):  # each run's line as soon as it ends
+            (name, seed), run = futures[future], future.result()
+            print(f"  {name}, seed {seed}: out-of-fold PCC {run['pcc']:.3f}, SRCC {run['srcc']:.3f}; "
+                  f"{run['optimizer_steps']} steps in {run['cpu_s']:.0f} CPU s ({run['wall_s']:.0f} s wall)",
+                  flush=True)
+            entry = figures["settings"].setdefault(name, {"overrides": SETTINGS[name], "settings": asdict(replace(
+                FinetuneSettings(), **SETTINGS[name])), "runs": []})
+            entry["runs"].append(run)
+            if args.json:  # what has finished so far, in case the run is cut short
+                args.json.write_text(json.dumps(figures, indent=1) + "\n")
+    for entry in figures["settings"].values():
+        entry.get("runs", []).sort(key=lambda run: run["seed"])
+    figures["settings"] = {name: figures["settings"][name] for name in args.settings if name in figures["settings"]}
 
     print()
     print(f"{'setting':18} {'out-of-fold PCC':34} {'SRCC':34} {'CPU s / run':>11}")
-    if released is not None:
-        print(f"{'released model':18} {released[0]:<34.3f} {released[1]:<34.3f}")
-        figures["released"] = {"pcc": released[0], "srcc": released[1]}
+    print(f"{'released model':18} {released[0]:<34.3f} {released[1]:<34.3f}")
+    figures["released"] = {"pcc": released[0], "srcc": released[1]}
     for name, entry in figures["settings"].items():
         if "runs" not in entry:
             print(f"{name:18} = new defaults ({entry['reason']})")
