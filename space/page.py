@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from distill_mos import DistillMOSScorer
 from formatting import TABLE_COLUMNS
@@ -15,6 +16,7 @@ from handlers import Handlers
 from live import RAW_MICROPHONE_HEAD, LiveSessions, live_tab
 from scoring import Example, SpaceScorer, load_examples
 from settings import MODEL_ID, WINDOW_SECONDS, Limits, load_scorer
+from stream_chunks import CHUNK_NUMBERING_HEAD, RecordStreamChunks
 
 # Scoring events run without Gradio's concurrency limit: `scoring.Lanes` limits them, in two lanes, so that a short
 # request does not wait behind long ones in one queue (Gradio's limit is per event, fixed before the audio is seen).
@@ -196,7 +198,9 @@ def launch_kwargs(limits: Limits | None = None, **overrides) -> dict:
         "max_threads": limits.worker_threads,  # requests waiting for a lane (scoring.Lanes) each hold a thread
         "show_error": False,  # gr.Error messages (readable reasons) still reach the page and clients; tracebacks never do
         "theme": gr.themes.Soft(),
-        "head": RAW_MICROPHONE_HEAD,  # the Live tab's microphone without the browser's call processing
+        # the Live tab: the microphone without the browser's call processing; its chunks numbered
+        "head": RAW_MICROPHONE_HEAD + CHUNK_NUMBERING_HEAD,
+        "app_kwargs": {"middleware": [Middleware(RecordStreamChunks)]},  # every live chunk scored, none overwritten
     }
     kwargs.update(overrides)
     return kwargs
