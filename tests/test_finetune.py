@@ -251,6 +251,26 @@ def test_grouped_folds_never_share_a_group(seed):
     assert validation_rows and sorted(train_rows + validation_rows) == list(range(128))
 
 
+def test_folds_trained_side_by_side_give_the_serial_run_s_figures(base_model, prepared):
+    """--cv's default on a CPU: one process per fold (spawned, one torch thread each), the same folds and results."""
+    clips = prepared[:2] + prepared[5:7] + prepared[10:12]
+    settings = FinetuneSettings(steps=4, learning_rate=1e-3, validation_fraction=0, seed=5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count: then the two runs do the same arithmetic
+    try:
+        serial = cross_validate(fresh(base_model), clips, 3, settings, verbose=False)
+    finally:
+        torch.set_num_threads(threads)
+    model = fresh(base_model)
+    parallel = cross_validate(model, clips, 3, settings, verbose=False, jobs=2)
+    assert parallel.fold_of == serial.fold_of
+    assert [f["steps_run"] for f in parallel.folds] == [f["steps_run"] for f in serial.folds] == [4, 4, 4]
+    np.testing.assert_allclose(parallel.predictions, serial.predictions, atol=1e-5, rtol=0)
+    assert not np.allclose(parallel.predictions, parallel.baseline, atol=1e-3)  # the folds did train
+    released = predict(DistillMOSClipRegressor(base_model), clips)
+    np.testing.assert_allclose(predict(DistillMOSClipRegressor(model), clips), released, atol=1e-6, rtol=0)
+
+
 def test_grouped_folds_refuse_fewer_groups_than_folds():
     with pytest.raises(ValueError, match="at least 3 groups, but there are 2"):
         grouped_folds(["a", "a", "b", "b"], 3, 0)

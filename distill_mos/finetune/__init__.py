@@ -29,7 +29,7 @@ from .data import (
     mos_metric,
 )
 from .interval import carried_interval, cross_validated_interval
-from .training import CrossValidation, FinetuneSettings, TrainingRun, cross_validate, fit, train
+from .training import CrossValidation, FinetuneSettings, TrainingRun, cross_validate, default_jobs, fit, train
 
 __all__ = [
     "FinetuneError",
@@ -120,6 +120,7 @@ def finetune(
     split: str | None = None,
     channel: str | int = "first",
     device: str = "auto",
+    jobs: int | None = None,
     overwrite: bool = False,
     verbose: bool = True,
 ) -> FinetuneResult:
@@ -138,6 +139,9 @@ def finetune(
     when an earlier `cv` run on the same labels wrote it; when that run also had the same base model, label range,
     group column and settings, the model carries its interval (config `mos_interval`), so that every score of it
     comes with `mos_low` / `mos_high`.
+
+    `jobs`: with `cv` on a CPU, the folds trained at once, each in a process of its own on one torch thread (each
+    holds a copy of the cached features); default one per core, at most `cv`. On a GPU the folds run one by one.
 
     Rows that cannot be used (missing or unreadable file, label not a number / NaN / off the scale, no group) are
     reported in `issues` and on stderr and left out; all other rows are used.
@@ -201,7 +205,9 @@ def finetune(
     torch.manual_seed(settings.seed)
 
     if cv:
-        crossval = cross_validate(model, prepared, cv, settings, verbose=verbose)
+        on_cpu = next(model.parameters()).device.type == "cpu"  # a GPU trains one fold at a time
+        folds_at_once = (jobs or default_jobs(cv)) if on_cpu else 1
+        crossval = cross_validate(model, prepared, cv, settings, verbose=verbose, jobs=folds_at_once)
         references = [c.clip.label for c in prepared]
         interval, why_not = cross_validated_interval(
             prepared, crossval.predictions, coverage=coverage, folds=cv, data=labelled.name,

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", help="dataset split (default: the only one, else 'test')")
     parser.add_argument("--channel", default="first", help="multi-channel audio: first (default), mean, or an index")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--jobs", type=int, help="with --cv on a CPU: folds trained side by side, each a process on "
+                        "one torch thread (default: one per core, at most K)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing results.json / model folder")
     parser.add_argument("--quiet", action="store_true", help="print only problems and the result")
     return parser
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             args.labels, args.output_dir, cv=args.cv, coverage=args.coverage, group_column=args.group_column,
             label_range=tuple(args.label_range) if args.label_range else None, settings=settings,
             base_model=args.model, file_column=args.file_column, mos_column=args.mos_column,
-            audio_column=args.audio_column, split=args.split, channel=channel, device=args.device,
+            audio_column=args.audio_column, split=args.split, channel=channel, device=args.device, jobs=args.jobs,
             overwrite=args.overwrite, verbose=not args.quiet,
         )
     except FinetuneError as error:
