@@ -4,19 +4,23 @@ Live scoring cost (issue 18 §5): per-update CPU time and latency of `distill_mo
 live streams at a 1 s hop this machine sustains in real time, in float32 and bfloat16.
 
     python bench/stream_benchmark.py --seconds 30                     # prints a table
-    python bench/record_results.py stream_amd_epyc -- python bench/stream_benchmark.py --seconds 30
+    python bench/stream_benchmark.py --seconds 30 --cli               # and the command line tool, end to end
+    python bench/record_results.py stream_amd_epyc -- python bench/stream_benchmark.py --seconds 30 --cli
 
 A stream of 48 kHz speech is pushed in 20 ms chunks (as a microphone or `distill-mos --stream` sends it), with one
 torch thread (one stream per core). Per update: the CPU time of the push that completed a hop (resampling, the
 window's scoring) and its wall time, i.e. the latency from the audio that completes a hop to its score. CPU time per
 stream-second = all CPU time / seconds of audio; streams sustainable in real time = cores / that. CPU time, not wall
 time, because the machine is shared: wall figures (latency) are as loaded as the machine was (load average recorded).
+With --cli, `distill-mos --stream -` is fed raw PCM at real time through a pipe and each JSON line's arrival is timed
+against the write of the chunk that completed its hop: the latency a user sees, reading and printing included.
 """
 
 import argparse
 import glob
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -71,11 +75,65 @@ def measure(scorer, audio: np.ndarray, hop: float) -> dict:
     }
 
 
+def measure_cli(audio: np.ndarray, hop: float, dtype: str) -> dict:
+    """
+    `distill-mos --stream -` as a user runs it (raw 16-bit PCM on stdin, torch's default threads), fed in 20 ms
+    chunks at real time: the latency from writing the chunk that completes a hop to reading its JSON line.
+    """
+    import subprocess
+    import threading
+
+    command = [sys.executable, "-m", "distill_mos.cli", "--stream", "-", "--input-format", "s16le", "--input-rate",
+               "48000", "--hop", str(hop), "--dtype", dtype]
+    process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+    lines: list[tuple[float, dict]] = []
+    first = threading.Event()
+
+    def read():
+        for line in process.stdout:
+            lines.append((time.perf_counter(), json.loads(line)))
+            first.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+    chunk = 960  # 20 ms
+    warm = 72000  # 1.5 s at once: the first line (the 1 s update) says the model is loaded and scoring
+    process.stdin.write(pcm[:warm].tobytes())
+    process.stdin.flush()
+    first.wait(120)
+    written = {}  # end sample -> when it was written
+    started = time.perf_counter()
+    for n, i in enumerate(range(warm, len(pcm), chunk)):
+        delay = started + n * chunk / 48000 - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        process.stdin.write(pcm[i : i + chunk].tobytes())
+        process.stdin.flush()
+        written[min(i + chunk, len(pcm))] = time.perf_counter()
+    process.stdin.close()
+    process.wait(120)
+    reader.join(10)
+    ends = np.array(sorted(written))
+    latencies = []
+    for arrived, record in lines:
+        if record.get("partial") is False and "end" in record and "windows" in record and "mos" not in record:
+            last_sample = round(record["end"] * 48000)
+            done = ends[np.searchsorted(ends, last_sample)] if last_sample <= ends[-1] else None
+            if done is not None and last_sample > warm:
+                latencies.append(arrived - written[int(done)])
+    return {"updates": len(latencies), "latency_s_median": float(np.median(latencies)),
+            "latency_s_p95": float(np.percentile(latencies, 95)), "latency_s_max": float(np.max(latencies))}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of audio per stream (default 30)")
     parser.add_argument("--hop", type=float, default=1.0)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--cli", action="store_true",
+                        help="also time `distill-mos --stream -` end to end, fed at real time (--seconds of audio each)")
     parser.add_argument("--json", type=Path, help="write the figures here (for bench/record_results.py)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one stream per core: the figure that scales to N streams on N cores
@@ -94,6 +152,15 @@ def main() -> int:
         print(f"{dtype:<9} {r['updates']:>7} {r['update_cpu_s_median']:>10.3f}s {r['update_latency_s_median']:>11.3f}s "
               f"{r['update_latency_s_p95']:>6.3f}s {r['cpu_s_per_stream_second']:>15.3f} "
               f"{r['streams_real_time_per_core']:>13.2f} {r['streams_real_time_on_this_machine']:>13.1f}")
+    if args.cli:
+        print(f"\ndistill-mos --stream - (raw 16-bit PCM on stdin, torch's default threads), {args.seconds:g} s fed in "
+              "20 ms chunks at real time: latency from the chunk that completes a hop to its JSON line")
+        print(f"{'dtype':<9} {'updates':>7} {'latency p50':>12} {'p95':>7} {'max':>7}")
+        for dtype in args.dtypes:
+            r = measure_cli(audio, args.hop, dtype)
+            results[f"cli_{dtype}"] = r
+            print(f"{dtype:<9} {r['updates']:>7} {r['latency_s_median']:>11.3f}s {r['latency_s_p95']:>6.3f}s "
+                  f"{r['latency_s_max']:>6.3f}s")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
