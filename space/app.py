@@ -15,6 +15,8 @@ This file only builds the page and launches it. The Space's other modules, each 
     plots.py       the per-window plot (SVG)
     handlers.py    the functions behind the buttons and the API
     page.py        the layout, the API endpoints, the queue and the launch settings
+    live.py        the Live tab: the microphone scored as it streams
+    stream_chunks.py  every chunk the microphone streams, kept in recording order (Gradio keeps only the newest)
 
 Decoding, resampling and scoring go through the `distill_mos` library (`DistillMOSScorer.score_items`, the one path
 of the `distill-mos` command line tool, `add_mos_column` and Ray).
