@@ -256,6 +256,7 @@ def live_tab(sessions: LiveSessions) -> None:
     curve = gr.HTML(visible=False, elem_id="live-plot", js_on_load=None)
     csv_file = gr.File(label="Download CSV (every update)", interactive=False, visible=False, elem_id="live-csv")
     microphone.start_recording(handlers.start, None, [status, curve, csv_file], api_visibility="private", queue=False)
+    # stream_every: Gradio 6.31's recorder sends a chunk every 0.1 s whatever it says (stream_chunks.py keeps them all)
     sessions.stream_fn = microphone.stream(
         handlers.chunk, microphone, [status, curve], stream_every=min(0.5, limits.live_hop),
         time_limit=int(limits.live_seconds) + 5, concurrency_limit=limits.live_sessions, concurrency_id="live",
