@@ -116,12 +116,19 @@ class ChunkInbox:
             self._sessions.pop(session, None)
 
 
-def _chunk_path(body: bytes, upload_folder: Path) -> str | None:
+def _parsed(body: bytes):
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None  # not a request of ours: Gradio answers it as it always does
+
+
+def _chunk_path(request, upload_folder: Path) -> str | None:
     """The uploaded file of a streamed audio chunk (`{"data": [FileData], ...}`), if it lies in Gradio's upload folder."""
     try:
-        path = Path(json.loads(body)["data"][0]["path"]).resolve()
-    except (ValueError, KeyError, IndexError, TypeError):
-        return None  # not a chunk of ours: Gradio answers it as it always does
+        path = Path(request["data"][0]["path"]).resolve()
+    except (KeyError, IndexError, TypeError):
+        return None
     # only files Gradio itself stored (maybe still being moved there: Gradio does it after answering the upload); a
     # client must not make the Space read any other file
     return str(path) if path.is_relative_to(upload_folder) else None
@@ -167,17 +174,18 @@ class RecordStreamChunks:
         live = getattr(blocks, "live", None)
         if live is None:
             return
+        request = None  # the body, parsed once, and only when it may be the Live event's
         if event_id is None:  # /queue/join: the event's first chunk, for the function and session the body names
+            request = _parsed(body)
             try:
-                request = json.loads(body)
                 fn, session = blocks.fns.get(request["fn_index"]), request["session_hash"]
-            except (ValueError, KeyError, TypeError):
+            except (KeyError, TypeError):
                 return
         else:  # /stream/{event_id}: as Gradio's own route finds the event
             event = blocks._queue.event_ids_to_events.get(event_id)
             fn, session = (event.fn, event.session_hash) if event is not None else (None, None)
         if getattr(fn, "fn", None) != live.stream_fn or not isinstance(session, str):
             return
-        path = _chunk_path(body, Path(app.uploaded_file_dir).resolve())
+        path = _chunk_path(request if request is not None else _parsed(body), Path(app.uploaded_file_dir).resolve())
         if path is not None:
             live.inbox.record(session, path)

@@ -308,10 +308,19 @@ def _train_fold(model: DistillMOSModel, start: dict, clips: Sequence[ClipWindows
     return scores, {key: value for key, value in asdict(run).items() if key != "log_history"}
 
 
-def _fold_in_worker(config, start, clips, test_rows, number, settings) -> tuple[list[float], dict]:
-    """`_train_fold` in a worker process of its own (one torch thread), on a model built from `config` and `start`."""
+_WORKER: dict = {}  # in a fold worker process: the model, its starting weights, the clips and the settings
+
+
+def _start_worker(config, start, clips, settings) -> None:
+    """A fold worker's set-up, once per process: the clips and weights cross to it once, not once per fold."""
     torch.set_num_threads(1)
-    return _train_fold(DistillMOSModel(config), start, clips, test_rows, number, settings, verbose=False)
+    _WORKER.update(model=DistillMOSModel(config), start=start, clips=clips, settings=settings)
+
+
+def _fold_in_worker(test_rows: list[int], number: int) -> tuple[list[float], dict]:
+    """`_train_fold` in a worker process (see `_start_worker`)."""
+    w = _WORKER
+    return _train_fold(w["model"], w["start"], w["clips"], test_rows, number, w["settings"], verbose=False)
 
 
 def default_jobs(k: int) -> int:
@@ -352,9 +361,11 @@ def cross_validate(
     try:
         if jobs > 1 and len(folds) > 1:
             context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(min(jobs, len(folds)), mp_context=context) as pool:
-                futures = {pool.submit(_fold_in_worker, model.config, start, list(clips), rows, number, settings):
-                           (number, rows) for number, rows in enumerate(folds)}
+            with concurrent.futures.ProcessPoolExecutor(
+                min(jobs, len(folds)), mp_context=context, initializer=_start_worker,
+                initargs=(model.config, start, list(clips), settings),
+            ) as pool:
+                futures = {pool.submit(_fold_in_worker, rows, number): (number, rows) for number, rows in enumerate(folds)}
                 if verbose:
                     print(f"{len(folds)} folds, {min(jobs, len(folds))} at a time (one process and torch thread each)",
                           flush=True)
